@@ -1,0 +1,5 @@
+import sys
+
+from bgremove.cli import main
+
+sys.exit(main())

@@ -1,0 +1,136 @@
+"""`python -m bgremove`: list and pull models, remove backgrounds from files, folders and zips.
+
+Heavy imports (onnxruntime, rembg, Pillow) happen inside the commands, so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from bgremove import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bgremove", description="Remove image backgrounds with rembg's ONNX models.")
+    parser.add_argument("--version", action="version", version=f"bgremove {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    models = commands.add_parser("models", help="list or pull models")
+    model_commands = models.add_subparsers(dest="models_command", required=True)
+    listing = model_commands.add_parser("list", help="the catalog, with what is on disk")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    pull = model_commands.add_parser("pull", help="download models (default: REMBG_MODEL_NAME)")
+    pull.add_argument("names", nargs="*", metavar="NAME")
+    pull.add_argument("--force", action="store_true", help="download again even if present (fixes a corrupt file)")
+
+    remove = commands.add_parser("remove", help="remove backgrounds from images, folders (recursive) and zips")
+    remove.add_argument("inputs", nargs="+", type=Path, metavar="INPUT")
+    remove.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="folder for PNGs and manifest.json")
+    remove.add_argument("-m", "--model", help="model name or path to a .onnx file (default: REMBG_MODEL_NAME)")
+    remove.add_argument("-a", "--alpha-matting", action="store_true", help="refine edges with alpha matting (slow)")
+    remove.add_argument("-af", "--alpha-matting-foreground-threshold", type=int, default=240, metavar="0-255")
+    remove.add_argument("-ab", "--alpha-matting-background-threshold", type=int, default=10, metavar="0-255")
+    remove.add_argument("-ae", "--alpha-matting-erode-size", type=int, default=10, metavar="PX")
+    remove.add_argument("-ppm", "--post-process-mask", action="store_true", help="smooth the mask's boundary")
+    remove.add_argument("-om", "--only-mask", action="store_true", help="write the mask instead of the cutout")
+    remove.add_argument("-bg", "--bg-color", help="fill the background: #rrggbb[aa] or r,g,b[,a]")
+    remove.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from bgremove.errors import BgRemoveError
+    from bgremove.log import configure_logging
+
+    try:
+        from bgremove.config import get_settings
+
+        settings = get_settings()
+        configure_logging(settings.log_level)
+        if args.command == "models":
+            return _models_list(args, settings) if args.models_command == "list" else _models_pull(args, settings)
+        return _remove(args, settings)
+    except BgRemoveError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _models_list(args: argparse.Namespace, settings) -> int:  # type: ignore[no-untyped-def]
+    from bgremove.models import list_models
+
+    entries = list_models(settings)
+    if args.json:
+        print(json.dumps([entry.to_dict() for entry in entries], indent=2))
+        return 0
+    print(f"{'model':24} {'on disk':8} {'size':>7} {'input':>6}  {'license':13} good for")
+    for e in entries:
+        star = "*" if e.is_default else " "
+        print(f"{e.name + star:24} {'yes' if e.on_disk else 'no':8} {e.size_mb:>4} MB {e.input_size:>6}  {e.license:13} {e.good_for}")
+    print(f"\n* default (REMBG_MODEL_NAME). Models live in {settings.session_path}/models")
+    return 0
+
+
+def _models_pull(args: argparse.Namespace, settings) -> int:  # type: ignore[no-untyped-def]
+    from bgremove.models import pull
+
+    for name in args.names or [settings.model_name]:
+        path = pull(name, settings, force=args.force)
+        print(f"{name}: {path}")
+    return 0
+
+
+def _remove(args: argparse.Namespace, settings) -> int:  # type: ignore[no-untyped-def]
+    from tqdm import tqdm
+
+    from bgremove.batch import build_manifest, inputs_from_paths, run_batch
+    from bgremove.pipeline import RemovalOptions, parse_color
+    from bgremove.sessions import get_cache
+
+    missing = [str(p) for p in args.inputs if not p.exists()]
+    if missing:
+        print(f"error: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    options = RemovalOptions(
+        model=args.model,
+        alpha_matting=args.alpha_matting,
+        alpha_matting_foreground_threshold=args.alpha_matting_foreground_threshold,
+        alpha_matting_background_threshold=args.alpha_matting_background_threshold,
+        alpha_matting_erode_size=args.alpha_matting_erode_size,
+        post_process_mask=args.post_process_mask,
+        only_mask=args.only_mask,
+        bg_color=parse_color(args.bg_color) if args.bg_color else None,
+    ).validate()
+    inputs, skipped = inputs_from_paths(args.inputs, settings)
+    if not inputs:
+        print("error: no images found (accepted: " + ", ".join(settings.allowed_extensions) + ")", file=sys.stderr)
+        return 2
+    cache = get_cache()
+    model = cache.get(options.model).name  # load once, before the workers start; fails fast if unavailable
+    args.output.mkdir(parents=True, exist_ok=True)
+    results = []
+    with tqdm(total=len(inputs), unit="img", desc="removing", file=sys.stderr, disable=None) as bar:
+        for result in run_batch(inputs, options, settings=settings, cache=cache):
+            if result.png is not None and result.output:
+                target = args.output / result.output
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(result.png)
+                result.png = None
+            results.append(result)
+            bar.update(1)
+    manifest = build_manifest(results, model)
+    (args.output / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    if args.json:
+        print(json.dumps(manifest, indent=2))
+    failed = [r for r in sorted(results, key=lambda r: r.index) if r.status == "failed"]
+    print(f"{manifest['completed']} of {len(results)} images written to {args.output}"
+          + (f"; skipped {len(skipped)} non-image files" if skipped else ""), file=sys.stderr)
+    for item in failed:
+        print(f"FAILED {item.filename}: {item.error} {item.hint or ''}".rstrip(), file=sys.stderr)
+    return 1 if failed else 0

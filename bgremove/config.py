@@ -1,0 +1,142 @@
+"""Settings, read once from the environment and an optional `.env`, validated at start.
+
+A bad value stops start-up with one line naming the variable and what it accepts
+(`ConfigError`), instead of failing later inside a request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TypeVar
+
+from bgremove.catalog import CATALOG, DEFAULT_MODEL, is_custom_model
+from bgremove.errors import ConfigError
+
+T = TypeVar("T")
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+KNOWN_EXTENSIONS = ("png", "jpg", "jpeg", "webp")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of the app. Each field is one environment variable (see `.env.example`)."""
+
+    model_name: str = DEFAULT_MODEL
+    session_path: Path = Path("~/.rembg").expanduser()
+    max_image_size_mb: float = 25.0
+    allowed_extensions: tuple[str, ...] = KNOWN_EXTENSIONS
+    batch_concurrency: int = 2
+    log_level: str = "info"
+    max_image_pixels: int = 64_000_000
+    max_batch_files: int = 100
+    max_batch_uncompressed_mb: float = 1024.0
+    max_loaded_models: int = 2
+    max_queue_size: int = 32
+    server_name: str = "0.0.0.0"
+    server_port: int = 7860
+
+    @property
+    def max_image_bytes(self) -> int:
+        return int(self.max_image_size_mb * 1024 * 1024)
+
+    @property
+    def max_batch_uncompressed_bytes(self) -> int:
+        return int(self.max_batch_uncompressed_mb * 1024 * 1024)
+
+
+def _parse(env: Mapping[str, str], var: str, default: T, convert: Callable[[str], T], accepts: str) -> T:
+    raw = env.get(var)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return convert(raw.strip())
+    except (ValueError, TypeError):
+        raise ConfigError(f"{var}={raw!r} is invalid: expected {accepts}.", hint="") from None
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError(raw)
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0 or value == float("inf"):
+        raise ValueError(raw)
+    return value
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 65535:
+        raise ValueError(raw)
+    return value
+
+
+def _extensions(raw: str) -> tuple[str, ...]:
+    items = tuple(dict.fromkeys(part.strip().lower().lstrip(".") for part in raw.split(",") if part.strip()))
+    if not items or any(item not in KNOWN_EXTENSIONS for item in items):
+        raise ValueError(raw)
+    return items
+
+
+def _log_level(raw: str) -> str:
+    if raw.lower() not in LOG_LEVELS:
+        raise ValueError(raw)
+    return raw.lower()
+
+
+def _model_name(raw: str) -> str:
+    if raw in CATALOG:
+        return raw
+    if is_custom_model(raw):
+        path = Path(raw).expanduser()
+        if not path.is_file():
+            raise ValueError(raw)
+        return str(path.resolve())
+    raise ValueError(raw)
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from `env` (default: `.env` merged under the process environment)."""
+    if env is None:
+        env = _environment_with_dotenv()
+    defaults = Settings()
+    model_accepts = "one of " + ", ".join(CATALOG) + ", or the path of an existing .onnx file"
+    return Settings(
+        model_name=_parse(env, "REMBG_MODEL_NAME", defaults.model_name, _model_name, model_accepts),
+        session_path=_parse(env, "REMBG_SESSION_PATH", defaults.session_path, lambda r: Path(r).expanduser().resolve(), "a directory path"),
+        max_image_size_mb=_parse(env, "MAX_IMAGE_SIZE_MB", defaults.max_image_size_mb, _positive_float, "a positive number of megabytes"),
+        allowed_extensions=_parse(env, "ALLOWED_EXTENSIONS", defaults.allowed_extensions, _extensions, "a comma-separated subset of " + ",".join(KNOWN_EXTENSIONS)),
+        batch_concurrency=_parse(env, "BATCH_CONCURRENCY", defaults.batch_concurrency, _positive_int, "a whole number >= 1"),
+        log_level=_parse(env, "LOG_LEVEL", defaults.log_level, _log_level, "one of " + ", ".join(LOG_LEVELS)),
+        max_image_pixels=_parse(env, "MAX_IMAGE_PIXELS", defaults.max_image_pixels, _positive_int, "a whole number of pixels >= 1"),
+        max_batch_files=_parse(env, "MAX_BATCH_FILES", defaults.max_batch_files, _positive_int, "a whole number >= 1"),
+        max_batch_uncompressed_mb=_parse(env, "MAX_BATCH_UNCOMPRESSED_MB", defaults.max_batch_uncompressed_mb, _positive_float, "a positive number of megabytes"),
+        max_loaded_models=_parse(env, "MAX_LOADED_MODELS", defaults.max_loaded_models, _positive_int, "a whole number >= 1"),
+        max_queue_size=_parse(env, "MAX_QUEUE_SIZE", defaults.max_queue_size, _positive_int, "a whole number >= 1"),
+        server_name=_parse(env, "GRADIO_SERVER_NAME", defaults.server_name, str, "a host name or IP address"),
+        server_port=_parse(env, "GRADIO_SERVER_PORT", defaults.server_port, _port, "a port number 0-65535"),
+    )
+
+
+def _environment_with_dotenv() -> dict[str, str]:
+    """The process environment over the values of `./.env` (the environment wins, as in Docker and Spaces)."""
+    from dotenv import dotenv_values
+
+    merged = {key: value for key, value in dotenv_values(".env").items() if value is not None}
+    merged.update(os.environ)
+    return merged
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, built on first use."""
+    return load_settings()

@@ -1,0 +1,10 @@
+"""Logging set-up shared by the CLI and the server (LOG_LEVEL)."""
+
+from __future__ import annotations
+
+import logging
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("bgremove").setLevel(level.upper())

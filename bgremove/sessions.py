@@ -1,0 +1,132 @@
+"""The cache of loaded rembg sessions: shared, thread-safe, bounded, with typed errors.
+
+N concurrent first requests for a model load it once (a lock per model); a failed load
+is not cached; at most MAX_LOADED_MODELS stay loaded (least recently used goes), so
+stepping through the model list cannot exhaust memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from bgremove import models
+from bgremove.catalog import is_custom_model
+from bgremove.config import Settings, get_settings
+from bgremove.errors import ModelCorrupt, ModelUnavailable
+
+if TYPE_CHECKING:
+    from rembg.sessions.base import BaseSession
+
+log = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    session: BaseSession
+    provider: str
+    load_seconds: float
+
+
+def requested_providers() -> list[str]:
+    """CUDA first when onnxruntime-gpu offers it, else CPU only."""
+    import onnxruntime as ort
+
+    return [CUDA, CPU] if CUDA in ort.get_available_providers() else [CPU]
+
+
+class SessionCache:
+    """Loaded sessions by model name (or custom model path), least recently used first."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._load_locks: dict[str, threading.Lock] = {}
+        self.loads = 0  # how many sessions were really built (tests check one per model)
+        self._warned_fallback = False
+
+    def get(self, name: str | None = None) -> LoadedModel:
+        key = models.resolve_name(name, self.settings)
+        with self._lock:
+            if key in self._loaded:
+                self._loaded.move_to_end(key)
+                return self._loaded[key]
+            load_lock = self._load_locks.setdefault(key, threading.Lock())
+        with load_lock:
+            with self._lock:
+                if key in self._loaded:
+                    self._loaded.move_to_end(key)
+                    return self._loaded[key]
+            loaded = self._load(key)
+            with self._lock:
+                self._loaded[key] = loaded
+                while len(self._loaded) > self.settings.max_loaded_models:
+                    evicted, _ = self._loaded.popitem(last=False)
+                    log.info("Unloaded model %s (MAX_LOADED_MODELS=%d)", evicted, self.settings.max_loaded_models)
+            return loaded
+
+    def loaded_names(self) -> list[str]:
+        with self._lock:
+            return list(self._loaded)
+
+    def active_provider(self) -> str | None:
+        """The execution provider the most recently used session really runs on."""
+        with self._lock:
+            return next(reversed(self._loaded.values())).provider if self._loaded else None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._loaded.clear()
+
+    def _load(self, key: str) -> LoadedModel:
+        started = time.perf_counter()
+        models.use_model_home(self.settings)
+        if not is_custom_model(key):
+            models.pull(key, self.settings)
+        cls, kwargs = models.session_class(key)
+        providers = requested_providers()
+        try:
+            import onnxruntime as ort
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # rembg's CUDA fallback warning: we log our own
+                session = cls(key, ort.SessionOptions(), providers=providers, **kwargs)
+        except ModelUnavailable:
+            raise
+        except Exception as exc:  # onnxruntime raises InvalidProtobuf, Fail, InvalidGraph... from its C++ core
+            raise self._load_error(key, exc) from exc
+        active = session.inner_session.get_providers()[0]
+        if CUDA in providers and active != CUDA and not self._warned_fallback:
+            self._warned_fallback = True
+            log.warning("CUDA was requested but onnxruntime fell back to %s: check the CUDA/cuDNN libraries.", active)
+        self.loads += 1
+        seconds = time.perf_counter() - started
+        log.info("Loaded model %s on %s in %.2fs", key, active, seconds)
+        return LoadedModel(name=key, session=session, provider=active, load_seconds=seconds)
+
+    def _load_error(self, key: str, exc: Exception) -> ModelUnavailable:
+        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        if is_custom_model(key):
+            return ModelCorrupt(f"Custom model {key} could not be loaded ({reason}).",
+                                hint="Check that the file is a complete ONNX export of a u2net or isnet model.")
+        return ModelCorrupt(
+            f"Model file for {key!r} is corrupt or incomplete ({reason}).",
+            hint=f"Run `{models.pull_command(key)}` to download it again.",
+        )
+
+
+@lru_cache(maxsize=1)
+def get_cache() -> SessionCache:
+    """The process-wide cache, built from the process settings."""
+    return SessionCache(get_settings())

@@ -1,0 +1,57 @@
+"""Settings: defaults, validation that names the variable, and .env loading."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from bgremove.config import Settings, load_settings
+from bgremove.errors import ConfigError
+
+
+def test_defaults_match_the_documented_ones():
+    settings = load_settings({})
+    assert settings == Settings()
+    assert settings.model_name == "isnet-general-use"
+    assert settings.max_image_size_mb == 25 and settings.batch_concurrency == 2
+    assert settings.allowed_extensions == ("png", "jpg", "jpeg", "webp")
+    assert (settings.server_name, settings.server_port) == ("0.0.0.0", 7860)
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("BATCH_CONCURRENCY", "abc"),
+        ("BATCH_CONCURRENCY", "0"),
+        ("REMBG_MODEL_NAME", "not-a-model"),
+        ("REMBG_MODEL_NAME", "/no/such/model.onnx"),
+        ("MAX_IMAGE_SIZE_MB", "-1"),
+        ("MAX_IMAGE_PIXELS", "lots"),
+        ("ALLOWED_EXTENSIONS", "png,gif"),
+        ("LOG_LEVEL", "loud"),
+        ("GRADIO_SERVER_PORT", "70000"),
+        ("MAX_LOADED_MODELS", "0"),
+    ],
+)
+def test_bad_values_name_the_variable(var, value):
+    with pytest.raises(ConfigError) as caught:
+        load_settings({var: value})
+    assert str(caught.value).startswith(f"{var}={value!r} is invalid: expected ")
+
+
+def test_values_are_parsed():
+    settings = load_settings({"ALLOWED_EXTENSIONS": " PNG, .jpg ", "MAX_IMAGE_SIZE_MB": "2.5", "LOG_LEVEL": "DEBUG",
+                              "REMBG_MODEL_NAME": "u2net"})
+    assert settings.allowed_extensions == ("png", "jpg")
+    assert settings.max_image_bytes == int(2.5 * 1024 * 1024)
+    assert settings.log_level == "debug" and settings.model_name == "u2net"
+
+
+def test_dotenv_is_read_and_the_environment_wins(tmp_path):
+    (tmp_path / ".env").write_text("BATCH_CONCURRENCY=5\nMAX_BATCH_FILES=7\n")
+    code = "from bgremove.config import get_settings as g; s = g(); print(s.batch_concurrency, s.max_batch_files)"
+    env = {"PATH": "/usr/bin:/bin", "MAX_BATCH_FILES": "9", "PYTHONPATH": str(__import__('pathlib').Path(__file__).parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["5", "9"]
