@@ -36,6 +36,7 @@ class Settings:
     max_batch_files: int = 100
     max_batch_uncompressed_mb: float = 1024.0
     max_loaded_models: int = 2
+    max_concurrent_inferences: int = 2
     max_queue_size: int = 32
     server_name: str = "0.0.0.0"
     server_port: int = 7860
@@ -121,6 +122,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_batch_files=_parse(env, "MAX_BATCH_FILES", defaults.max_batch_files, _positive_int, "a whole number >= 1"),
         max_batch_uncompressed_mb=_parse(env, "MAX_BATCH_UNCOMPRESSED_MB", defaults.max_batch_uncompressed_mb, _positive_float, "a positive number of megabytes"),
         max_loaded_models=_parse(env, "MAX_LOADED_MODELS", defaults.max_loaded_models, _positive_int, "a whole number >= 1"),
+        max_concurrent_inferences=_parse(env, "MAX_CONCURRENT_INFERENCES", defaults.max_concurrent_inferences, _positive_int, "a whole number >= 1"),
         max_queue_size=_parse(env, "MAX_QUEUE_SIZE", defaults.max_queue_size, _positive_int, "a whole number >= 1"),
         server_name=_parse(env, "GRADIO_SERVER_NAME", defaults.server_name, str, "a host name or IP address"),
         server_port=_parse(env, "GRADIO_SERVER_PORT", defaults.server_port, _port, "a port number 0-65535"),

@@ -158,7 +158,8 @@ def remove_background(
     stages["load"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    mask = loaded.session.predict(image)[0].convert("L")
+    with cache.inference_slot():
+        mask = loaded.session.predict(image)[0].convert("L")
     stages["mask"] = time.perf_counter() - mark
 
     mark = time.perf_counter()

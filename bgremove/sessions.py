@@ -12,6 +12,8 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -55,6 +57,28 @@ class SessionCache:
         self._load_locks: dict[str, threading.Lock] = {}
         self.loads = 0  # how many sessions were really built (tests check one per model)
         self._warned_fallback = False
+        self._slots = threading.BoundedSemaphore(settings.max_concurrent_inferences)
+        self._waiting = 0
+
+    @contextmanager
+    def inference_slot(self) -> Iterator[None]:
+        """Bound forward passes across every door (REST threads, UI, batch): memory stays flat under load."""
+        with self._lock:
+            self._waiting += 1
+        try:
+            self._slots.acquire()
+        finally:
+            with self._lock:
+                self._waiting -= 1
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for an inference slot right now."""
+        return self._waiting
 
     def get(self, name: str | None = None) -> LoadedModel:
         key = models.resolve_name(name, self.settings)

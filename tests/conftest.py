@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+import httpx
 
 import numpy as np
 import onnx
@@ -77,3 +85,78 @@ def decode_png(data: bytes) -> Image.Image:
     assert image.format == "PNG"
     image.load()
     return image
+
+
+# --- live servers ---------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class LiveServer:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(workdir: Path, **env: str) -> LiveServer:
+    """`python app.py` on 127.0.0.1 and a random port; returns once /api/health says ready."""
+    port = free_port()
+    full_env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
+                "TMPDIR": str(workdir), "GRADIO_TEMP_DIR": str(workdir / "gradio"), **env}
+    log_path = workdir / f"server-{port}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    server = LiveServer(f"http://127.0.0.1:{port}", process, log_path, full_env)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
+        try:
+            health = httpx.get(f"{server.url}/api/health", timeout=2).json()
+            if health["ready"]:
+                return server
+            if health["status"] == "error":
+                raise RuntimeError(f"server could not load its model: {health['error']}")
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    stop_server(server)
+    raise RuntimeError(f"server not ready in 180 s:\n{server.log()}")
+
+
+def stop_server(server: LiveServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+
+
+@pytest.fixture(scope="session")
+def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The app as users start it: default settings, the real isnet-general-use model."""
+    server = start_server(tmp_path_factory.mktemp("real-server"))
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[LiveServer]:
+    """The app on the tiny model with small limits, for fast checks of every error path."""
+    workdir = tmp_path_factory.mktemp("tiny-server")
+    server = start_server(workdir, REMBG_MODEL_NAME=str(tiny_model), REMBG_SESSION_PATH=str(workdir / "home"),
+                          MAX_IMAGE_SIZE_MB="1", MAX_BATCH_FILES="6", MAX_BATCH_UNCOMPRESSED_MB="4",
+                          MAX_IMAGE_PIXELS="4000000", HTTPS_PROXY="http://127.0.0.1:9", NO_PROXY="127.0.0.1,localhost")
+    yield server
+    stop_server(server)

@@ -1,0 +1,304 @@
+"""REST API under /api: thin handlers over the core; typed errors mapped to HTTP codes in one place."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterator
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bgremove import __version__
+from bgremove.batch import BatchInput, inputs_from_zip, run_batch, write_zip
+from bgremove.config import Settings, get_settings
+from bgremove.errors import (
+    BgRemoveError,
+    ConfigError,
+    CorruptImage,
+    ImageTooLarge,
+    InvalidOption,
+    ModelUnavailable,
+    UnsupportedFormat,
+)
+from bgremove.models import list_models
+from bgremove.pipeline import RemovalOptions, parse_color, remove_background
+from bgremove.sessions import get_cache
+from bgremove.startup import warmup_state
+
+log = logging.getLogger(__name__)
+
+HTTP_STATUS: dict[type[BgRemoveError], int] = {
+    UnsupportedFormat: 400,
+    CorruptImage: 400,
+    ImageTooLarge: 413,
+    InvalidOption: 422,
+    ModelUnavailable: 503,
+    ConfigError: 500,
+}
+MULTIPART_OVERHEAD = 256 * 1024  # form fields and part headers around the file itself
+ZIP_MAGIC = b"PK\x03\x04"
+
+router = APIRouter(prefix="/api", tags=["background removal"])
+
+
+def status_for(exc: BgRemoveError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in HTTP_STATUS:
+            return HTTP_STATUS[cls]
+    return 500
+
+
+async def _core_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, BgRemoveError)
+    status = status_for(exc)
+    headers = {"Retry-After": "30"} if status == 503 else None
+    return JSONResponse({"detail": exc.message, "hint": exc.hint}, status_code=status, headers=headers)
+
+
+class BodySizeLimit:
+    """Refuse an upload with 413 while it streams in, not after the whole body has been buffered."""
+
+    def __init__(self, app: ASGIApp, limits: dict[str, int]) -> None:
+        self.app = app
+        self.limits = limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limit = self.limits.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if limit is None:
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._too_large(send, limit)
+            return
+        received = 0
+        response_started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge()
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLarge:
+            if not response_started:
+                await self._too_large(send, limit)
+
+    @staticmethod
+    async def _too_large(send: Send, limit: int) -> None:
+        response = JSONResponse(
+            {"detail": f"Upload is larger than the limit of {limit / 1024 / 1024:.1f} MB.",
+             "hint": "Send a smaller file or raise MAX_IMAGE_SIZE_MB / MAX_BATCH_UNCOMPRESSED_MB."},
+            status_code=413,
+        )
+        await response({"type": "http"}, _no_receive, send)
+
+
+class _BodyTooLarge(HTTPException):
+    """An HTTPException, so FastAPI's form parser re-raises it as 413 instead of wrapping it as a 400."""
+
+    def __init__(self) -> None:
+        super().__init__(413, "Upload is larger than the size limit. Send a smaller file or raise MAX_IMAGE_SIZE_MB / "
+                              "MAX_BATCH_UNCOMPRESSED_MB.")
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def install(app: FastAPI, settings: Settings | None = None) -> None:
+    """Add the /api routes, the error mapping and the upload size limits to `app`."""
+    settings = settings or get_settings()
+    app.include_router(router)
+    app.add_exception_handler(BgRemoveError, _core_error)
+    app.add_middleware(
+        BodySizeLimit,
+        limits={
+            "/api/remove": settings.max_image_bytes + MULTIPART_OVERHEAD,
+            "/api/remove/batch": settings.max_batch_uncompressed_bytes + MULTIPART_OVERHEAD,
+        },
+    )
+
+
+def _options(model: str | None, alpha_matting: bool, fg: int, bg: int, erode: int, post_process_mask: bool,
+             only_mask: bool, bg_color: str | None) -> RemovalOptions:
+    return RemovalOptions(
+        model=model or None,
+        alpha_matting=alpha_matting,
+        alpha_matting_foreground_threshold=fg,
+        alpha_matting_background_threshold=bg,
+        alpha_matting_erode_size=erode,
+        post_process_mask=post_process_mask,
+        only_mask=only_mask,
+        bg_color=parse_color(bg_color) if bg_color else None,
+    ).validate()
+
+
+def _read_upload(upload: UploadFile, limit: int) -> bytes:
+    data = upload.file.read(limit + 1)
+    if len(data) > limit:
+        raise ImageTooLarge(f"{upload.filename or 'The upload'} is larger than {limit / 1024 / 1024:g} MB.",
+                            hint="Send a smaller file or raise MAX_IMAGE_SIZE_MB.")
+    return data
+
+
+def _content_disposition(filename: str) -> str:
+    ascii_name = filename.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
+
+
+Model = Annotated[str | None, Form(description="Model name or .onnx path; default REMBG_MODEL_NAME")]
+AlphaMatting = Annotated[bool, Form(description="Refine edges with alpha matting (slower)")]
+ForegroundThreshold = Annotated[int, Form(ge=0, le=255)]
+BackgroundThreshold = Annotated[int, Form(ge=0, le=255)]
+ErodeSize = Annotated[int, Form(ge=0, le=100)]
+PostProcess = Annotated[bool, Form(description="Smooth the mask boundary")]
+OnlyMask = Annotated[bool, Form(description="Return the mask instead of the cutout")]
+BgColor = Annotated[str | None, Form(description="Background fill: #rrggbb[aa] or r,g,b[,a]")]
+
+
+@router.post(
+    "/remove",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "The cutout as a PNG with alpha"},
+               400: {"description": "Not a supported image"}, 413: {"description": "Over the size limit"},
+               503: {"description": "Model unavailable"}},
+)
+def remove(
+    file: Annotated[UploadFile, File(description="A PNG, JPEG or WebP image")],
+    model: Model = None,
+    alpha_matting: AlphaMatting = False,
+    alpha_matting_foreground_threshold: ForegroundThreshold = 240,
+    alpha_matting_background_threshold: BackgroundThreshold = 10,
+    alpha_matting_erode_size: ErodeSize = 10,
+    post_process_mask: PostProcess = False,
+    only_mask: OnlyMask = False,
+    bg_color: BgColor = None,
+) -> Response:
+    """Remove the background of one image; metadata comes back in X-* headers."""
+    settings = get_settings()
+    options = _options(model, alpha_matting, alpha_matting_foreground_threshold, alpha_matting_background_threshold,
+                       alpha_matting_erode_size, post_process_mask, only_mask, bg_color)
+    result = remove_background(_read_upload(file, settings.max_image_bytes), file.filename, options)
+    return Response(
+        content=result.png,
+        media_type="image/png",
+        headers={
+            "Content-Disposition": _content_disposition(result.output_name),
+            "X-Processing-Seconds": f"{result.seconds:.4f}",
+            "X-Model": result.model,
+            "X-Image-Width": str(result.width),
+            "X-Image-Height": str(result.height),
+        },
+    )
+
+
+@router.post(
+    "/remove/batch",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/zip": {}}, "description": "PNGs plus manifest.json"}},
+)
+def remove_batch(
+    files: Annotated[list[UploadFile], File(description="One zip of images, or several image files")],
+    model: Model = None,
+    alpha_matting: AlphaMatting = False,
+    alpha_matting_foreground_threshold: ForegroundThreshold = 240,
+    alpha_matting_background_threshold: BackgroundThreshold = 10,
+    alpha_matting_erode_size: ErodeSize = 10,
+    post_process_mask: PostProcess = False,
+    only_mask: OnlyMask = False,
+    bg_color: BgColor = None,
+) -> StreamingResponse:
+    """Remove backgrounds from many images; returns a zip with one PNG per success and manifest.json."""
+    settings = get_settings()
+    options = _options(model, alpha_matting, alpha_matting_foreground_threshold, alpha_matting_background_threshold,
+                       alpha_matting_erode_size, post_process_mask, only_mask, bg_color)
+    inputs = batch_inputs(files, settings)
+    spool = tempfile.TemporaryFile(prefix="bgremove-batch-")  # anonymous: gone when closed, even on a crash
+    try:
+        manifest = write_zip(run_batch(inputs, options, settings=settings), spool, options.model or settings.model_name)
+        size = spool.tell()
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    return StreamingResponse(
+        _stream_and_close(spool),
+        media_type="application/zip",
+        headers={
+            "Content-Disposition": _content_disposition("bgremove-results.zip"),
+            "Content-Length": str(size),
+            "X-Batch-Count": str(manifest["count"]),
+            "X-Batch-Completed": str(manifest["completed"]),
+            "X-Batch-Failed": str(manifest["failed"]),
+        },
+    )
+
+
+def batch_inputs(files: list[UploadFile], settings: Settings) -> list[BatchInput]:
+    """Zip parts are expanded (folders inside kept); other parts are images. Over MAX_BATCH_FILES is a 413."""
+    inputs: list[BatchInput] = []
+    for upload in files:
+        name = upload.filename or f"file-{len(inputs) + 1}"
+        head = upload.file.read(4)
+        upload.file.seek(0)
+        if head == ZIP_MAGIC:
+            prefix = "" if len(files) == 1 else name.rsplit(".", 1)[0] + "/"
+            inputs.extend(inputs_from_zip(upload.file, settings, prefix=prefix))
+        else:
+            try:
+                inputs.append(BatchInput(name, data=_read_upload(upload, settings.max_image_bytes)))
+            except ImageTooLarge as exc:
+                inputs.append(BatchInput(name, error=exc))
+        if len(inputs) > settings.max_batch_files:
+            raise ImageTooLarge(f"The batch has more than {settings.max_batch_files} files.",
+                                hint="Split it or raise MAX_BATCH_FILES.")
+    if not inputs:
+        raise UnsupportedFormat("The batch is empty: the zip holds no files.", hint="Add images to the zip.")
+    return inputs
+
+
+def _stream_and_close(spool: Any, chunk: int = 1 << 20) -> Iterator[bytes]:
+    try:
+        while block := spool.read(chunk):
+            yield block
+    finally:
+        spool.close()
+
+
+@router.get("/models")
+def models() -> dict[str, Any]:
+    """The model catalog, with which models are on disk now."""
+    settings = get_settings()
+    return {"default": settings.model_name, "models": [entry.to_dict() for entry in list_models(settings)]}
+
+
+@router.get("/health")
+def health() -> dict[str, Any]:
+    """Ready when the default model is loaded; also the loaded models and the real onnxruntime provider."""
+    cache = get_cache()
+    state = warmup_state()
+    return {
+        "status": state.status,
+        "ready": state.status == "ready",
+        "error": state.error,
+        "default_model": get_settings().model_name,
+        "loaded_models": cache.loaded_names(),
+        "provider": cache.active_provider(),
+        "waiting_for_inference": cache.waiting,
+        "version": __version__,
+    }
