@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bgremove import __version__
-from bgremove.batch import BatchInput, inputs_from_zip, run_batch, write_zip
+from bgremove.batch import BatchInput, inputs_from_zip, looks_like_zip, run_batch, write_zip
 from bgremove.config import Settings, get_settings
 from bgremove.errors import (
     BgRemoveError,
@@ -40,7 +40,6 @@ HTTP_STATUS: dict[type[BgRemoveError], int] = {
     ConfigError: 500,
 }
 MULTIPART_OVERHEAD = 256 * 1024  # form fields and part headers around the file itself
-ZIP_MAGIC = b"PK\x03\x04"
 
 router = APIRouter(prefix="/api", tags=["background removal"])
 
@@ -256,7 +255,7 @@ def batch_inputs(files: list[UploadFile], settings: Settings) -> list[BatchInput
         name = upload.filename or f"file-{len(inputs) + 1}"
         head = upload.file.read(4)
         upload.file.seek(0)
-        if head == ZIP_MAGIC:
+        if looks_like_zip(head):
             prefix = "" if len(files) == 1 else name.rsplit(".", 1)[0] + "/"
             inputs.extend(inputs_from_zip(upload.file, settings, prefix=prefix))
         else:

@@ -18,7 +18,7 @@ from typing import IO, Any, Literal
 
 from bgremove.config import Settings, get_settings
 from bgremove.errors import BgRemoveError, ImageTooLarge, UnsupportedFormat
-from bgremove.pipeline import RemovalOptions, remove_background
+from bgremove.pipeline import RemovalOptions, looks_like_zip, remove_background
 from bgremove.sessions import SessionCache, get_cache
 
 JUNK_NAMES = re.compile(r"(^|/)(__MACOSX/|\.DS_Store$|Thumbs\.db$|desktop\.ini$)")
@@ -214,7 +214,7 @@ def _zip_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, setti
         return BatchInput(name, error=UnsupportedFormat(f"{name} cannot be extracted ({exc}).", hint="Re-create the zip."))
     if len(data) > settings.max_image_bytes:
         return BatchInput(name, error=ImageTooLarge(f"{name} is over {settings.max_image_size_mb:g} MB."))
-    if data.startswith(b"PK\x03\x04"):
+    if looks_like_zip(data):
         return BatchInput(name, error=UnsupportedFormat(f"{name} is a zip inside the zip; nested zips are not opened.",
                                                         hint="Put the images in one zip (folders inside are fine)."))
     return BatchInput(name, data=data)

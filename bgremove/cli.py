@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "model", None) and args.model.lower().endswith(".onnx"):
+        os.environ["REMBG_MODEL_NAME"] = args.model  # a custom model is the run's configured model
+        args.model = None
     from bgremove.errors import BgRemoveError
     from bgremove.log import configure_logging
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from bgremove.catalog import CATALOG, ModelSpec, is_custom_model
 from bgremove.config import Settings
-from bgremove.errors import ModelCorrupt, ModelUnavailable
+from bgremove.errors import InvalidOption, ModelCorrupt, ModelUnavailable
 
 if TYPE_CHECKING:
     from rembg.sessions.base import BaseSession
@@ -94,18 +94,22 @@ def list_models(settings: Settings) -> list[CatalogEntry]:
 
 
 def resolve_name(name: str | None, settings: Settings) -> str:
-    """A catalog name or a custom model's absolute path; unknown names raise with the valid ones."""
+    """A catalog name, or the configured custom model's absolute path; anything else is an InvalidOption.
+
+    Requests may name catalog models only: a custom .onnx path comes from REMBG_MODEL_NAME (or the
+    CLI's --model), never from a remote client, so nobody can make the server open arbitrary files.
+    """
     name = (name or settings.model_name).strip()
     if name in CATALOG:
         return name
-    if is_custom_model(name):
+    if is_custom_model(name) and name == settings.model_name:
         path = Path(name).expanduser().resolve()
         if not path.is_file():
-            raise ModelUnavailable(f"Custom model file {path} does not exist.", hint="Check the path of the .onnx file.")
+            raise ModelUnavailable(f"Custom model file {path} does not exist.", hint="Check REMBG_MODEL_NAME.")
         return str(path)
-    raise ModelUnavailable(
+    raise InvalidOption(
         f"Unknown model {name!r}.",
-        hint="Use one of: " + ", ".join(CATALOG) + ", or the path of a .onnx file.",
+        hint="Use one of: " + ", ".join(CATALOG) + ". Custom .onnx files are set with REMBG_MODEL_NAME.",
     )
 
 

@@ -107,6 +107,11 @@ def output_name_for(filename: str | None) -> str:
     return f"{stem[:150]}.png"
 
 
+def looks_like_zip(head: bytes) -> bool:
+    """A zip with entries (local header) or an empty zip (end-of-directory record)."""
+    return head[:4] in (b"PK\x03\x04", b"PK\x05\x06")
+
+
 def sniff_format(data: bytes) -> str:
     """The format the bytes really are, by signature: PNG, JPEG, WEBP, or a name for the error message."""
     head = data[:64]
@@ -126,7 +131,7 @@ def sniff_format(data: bytes) -> str:
         return "a HEIC/AVIF image" if head[8:12] in (b"heic", b"heix", b"mif1", b"msf1", b"avif", b"hevc") else "an MP4/QuickTime file"
     if head.startswith(b"%PDF"):
         return "a PDF document"
-    if head.startswith(b"PK\x03\x04"):
+    if looks_like_zip(head):
         return "a zip archive"
     if b"<svg" in data[:2048].lower():
         return "an SVG drawing"

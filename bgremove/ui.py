@@ -19,7 +19,7 @@ from typing import Any
 import gradio as gr
 
 from bgremove import __version__
-from bgremove.batch import BatchInput, BatchItemResult, build_manifest, inputs_from_zip, run_batch
+from bgremove.batch import BatchInput, BatchItemResult, build_manifest, inputs_from_zip, looks_like_zip, run_batch, write_zip
 from bgremove.config import Settings, get_settings
 from bgremove.errors import BgRemoveError
 from bgremove.models import list_models
@@ -150,7 +150,7 @@ def _batch_inputs(paths: list[str], settings: Settings) -> list[BatchInput]:
     for path in paths:
         file = Path(path)
         with open(file, "rb") as handle:
-            is_zip = handle.read(4) == b"PK\x03\x04"
+            is_zip = looks_like_zip(handle.read(4))
         if is_zip:
             prefix = "" if len(paths) == 1 else f"{file.stem}/"
             inputs.extend(inputs_from_zip(file, settings, prefix=prefix))
@@ -276,8 +276,6 @@ def remove_batch_api(files: list[str], model: str = "") -> tuple[str, dict[str, 
             raise BgRemoveError(f"{len(inputs)} files; send 1 to {settings.max_batch_files}.")
         zip_path = _job_dir() / "bgremove-results.zip"
         with open(zip_path, "wb") as handle:
-            from bgremove.batch import write_zip
-
             manifest = write_zip(run_batch(inputs, options, settings=settings), handle, options.model or settings.model_name)
     except BgRemoveError as exc:
         raise gr.Error(f"{exc.message} {exc.hint}".strip()) from exc

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bgremove.errors import CorruptImage, ImageTooLarge, InvalidOption, ModelUnavailable, UnsupportedFormat
+from bgremove.errors import CorruptImage, ImageTooLarge, InvalidOption, UnsupportedFormat
 from bgremove.pipeline import RemovalOptions, output_name_for, parse_color, remove_background
-from tests.conftest import decode_png, encode, square_photo
+from tests.conftest import build_brightness_model, decode_png, encode, square_photo
 
 
 def alpha_of(png: bytes) -> np.ndarray:
@@ -190,9 +190,15 @@ def test_empty_file_is_corrupt(settings, cache):
 
 
 def test_unknown_model_lists_valid_names(settings, cache):
-    with pytest.raises(ModelUnavailable) as caught:
+    with pytest.raises(InvalidOption) as caught:
         remove_background(encode(square_photo(), "PNG"), options=RemovalOptions(model="nope"), settings=settings, cache=cache)
     assert "Unknown model 'nope'" in caught.value.message and "u2net" in caught.value.hint
+
+
+def test_requests_cannot_name_other_onnx_files(settings, cache, tmp_path):
+    other = build_brightness_model(tmp_path / "other.onnx")
+    with pytest.raises(InvalidOption, match="REMBG_MODEL_NAME"):
+        remove_background(encode(square_photo(), "PNG"), options=RemovalOptions(model=str(other)), settings=settings, cache=cache)
 
 
 @pytest.mark.parametrize(

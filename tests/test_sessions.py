@@ -9,7 +9,6 @@ import pytest
 from bgremove import models
 from bgremove.errors import ModelCorrupt
 from bgremove.sessions import SessionCache
-from tests.conftest import build_brightness_model
 
 
 def test_concurrent_first_use_loads_once(settings):
@@ -43,15 +42,18 @@ def test_failed_load_is_not_cached(settings, tiny_model):
     assert cache.loads == 1
 
 
-def test_lru_bound(make_settings, tmp_path):
-    a = build_brightness_model(tmp_path / "a.onnx")
-    b = build_brightness_model(tmp_path / "b.onnx")
-    cache = SessionCache(make_settings(MAX_LOADED_MODELS="1"))
-    cache.get(str(a))
-    cache.get(str(b))
-    assert cache.loaded_names() == [str(b)]
-    cache.get(str(a))
-    assert cache.loads == 3 and cache.loaded_names() == [str(a)]
+def test_lru_bound(make_settings, tiny_model):
+    settings = make_settings(MAX_LOADED_MODELS="1")
+    for name in ("u2netp", "silueta"):  # two catalog models, both "on disk" as the tiny graph
+        target = models.model_file(name, settings)
+        target.parent.mkdir(parents=True)
+        target.write_bytes(tiny_model.read_bytes())
+    cache = SessionCache(settings)
+    cache.get("u2netp")
+    cache.get("silueta")
+    assert cache.loaded_names() == ["silueta"]
+    cache.get("u2netp")
+    assert cache.loads == 3 and cache.loaded_names() == ["u2netp"]
 
 
 def test_active_provider_is_reported(settings):
