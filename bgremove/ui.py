@@ -328,7 +328,7 @@ def build_ui(settings: Settings | None = None) -> gr.Blocks:
                     status = gr.Markdown("", elem_id="status")
                     cutout = gr.Image(label="Cutout (transparent PNG)", type="filepath", format="png", image_mode="RGBA",
                                       interactive=False, height=400, elem_id="cutout")
-                    compare = gr.ImageSlider(label="Before / after", type="filepath", format="png", interactive=False,
+                    compare = gr.ImageSlider(label="Before / after", type="filepath", format="png", image_mode=None, interactive=False,
                                              elem_id="compare")
                     download = gr.DownloadButton("Download PNG", interactive=False, elem_id="download-png")
             run.click(lambda: "Processing...", outputs=status, api_visibility="private", queue=False).then(
@@ -342,7 +342,8 @@ def build_ui(settings: Settings | None = None) -> gr.Blocks:
             batch_options = _option_controls()
             run_batch_button = gr.Button("Remove backgrounds", variant="primary", elem_id="run-batch")
             batch_status = gr.Markdown("", elem_id="batch-status")
-            table = gr.Dataframe(headers=TABLE_HEADERS, value=[], interactive=False, wrap=True, elem_id="batch-table")
+            table = gr.Dataframe(headers=TABLE_HEADERS, value=[], interactive=False, wrap=True, elem_id="batch-table",
+                                 column_widths=["20%", "11%", "11%", "8%", "50%"])
             gallery = gr.Gallery(label="Results", format="png", columns=5, height="auto", elem_id="gallery")
             with gr.Row():
                 zip_button = gr.DownloadButton("Download All (zip)", interactive=False, elem_id="download-zip")

@@ -81,10 +81,11 @@ def download(page: Page, selector: str, target: Path) -> tuple[Download, Path]:
 
 
 def table_rows(page: Page) -> dict[str, str]:
-    """The batch table's visible body rows as {file name: the row's text} (Gradio also keeps a hidden sizing table)."""
+    """The batch table's body rows as {file name: "cell | cell | ..."}, read through the ARIA grid roles
+    (Gradio 6 renders the rows as role=row / role=gridcell divs and keeps a hidden <tbody> for sizing)."""
     rows: dict[str, str] = {}
-    for row in page.locator("#batch-table tbody tr").filter(visible=True).all():
-        cells = [cell.strip() for cell in row.locator("td").all_inner_texts()]
+    for row in page.locator("#batch-table [role=row]").filter(has=page.locator("[role=gridcell]")).all():
+        cells = [cell.strip() for cell in row.locator("[role=gridcell]").all_inner_texts()]
         if cells and cells[0]:
             rows[cells[0]] = " | ".join(cells)
     return rows
@@ -100,7 +101,8 @@ def test_single_image_upload_remove_and_download_png(browser: Browser, real_serv
         expect(page.locator("#download-png")).to_be_disabled()  # nothing to download before a run
 
         page.locator("#photo input[type=file]").set_input_files(photo)
-        wait_images_loaded(page, "#photo", 1)  # the upload finished and the preview shows
+        expect(page.locator("#photo img[src*='astronaut']")).to_be_visible()  # uploaded: the preview shows it
+        wait_images_loaded(page, "#photo", 1)
         page.locator("#run-single").click()
 
         status = page.locator("#status")
