@@ -28,8 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--force", action="store_true", help="download again even if present (fixes a corrupt file)")
 
     remove = commands.add_parser("remove", help="remove backgrounds from images, folders (recursive) and zips")
-    remove.add_argument("inputs", nargs="+", type=Path, metavar="INPUT")
-    remove.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="folder for PNGs and manifest.json")
+    remove.add_argument("inputs", nargs="+", type=_path_or_uri, metavar="INPUT")
+    remove.add_argument("-o", "--output", type=_path_or_uri, required=True, metavar="OUTDIR", help="folder for PNGs and manifest.json")
     remove.add_argument("-m", "--model", help="model name or path to a .onnx file (default: REMBG_MODEL_NAME)")
     remove.add_argument("-a", "--alpha-matting", action="store_true", help="refine edges with alpha matting (slow)")
     remove.add_argument("-af", "--alpha-matting-foreground-threshold", type=int, default=240, metavar="0-255")
@@ -39,7 +39,18 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("-om", "--only-mask", action="store_true", help="write the mask instead of the cutout")
     remove.add_argument("-bg", "--bg-color", help="fill the background: #rrggbb[aa] or r,g,b[,a]")
     remove.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout")
+    scale = remove.add_argument_group("scale out (pip install -r requirements-ray.txt)")
+    scale.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="local: threads in this process (default); ray: an actor pool on Ray (INPUT/OUTDIR may be s3://... URIs)")
+    scale.add_argument("--address", metavar="ADDR", help="join this Ray cluster (host:6379, auto, ray://host:10001); default: start a local one")
+    scale.add_argument("--workers", type=int, metavar="N", help="Ray actors, one model each (default: one per CPU of the cluster)")
+    scale.add_argument("--gpus-per-worker", type=float, metavar="G", help="GPUs per Ray actor, e.g. 1 or 0.5 (needs onnxruntime-gpu)")
     return parser
+
+
+def _path_or_uri(text: str) -> Path | str:
+    """A local path, or a URI such as s3://bucket/photos kept as text (Path would fold its `//`)."""
+    return text if "://" in text else Path(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +108,7 @@ def _remove(args: argparse.Namespace, settings) -> int:  # type: ignore[no-untyp
     from bgremove.pipeline import RemovalOptions, parse_color
     from bgremove.sessions import get_cache
 
-    missing = [str(p) for p in args.inputs if not p.exists()]
+    missing = [str(p) for p in args.inputs if isinstance(p, Path) and not p.exists()]
     if missing:
         print(f"error: no such file or folder: {', '.join(missing)}", file=sys.stderr)
         return 2
@@ -111,6 +122,14 @@ def _remove(args: argparse.Namespace, settings) -> int:  # type: ignore[no-untyp
         only_mask=args.only_mask,
         bg_color=parse_color(args.bg_color) if args.bg_color else None,
     ).validate()
+    if args.engine == "ray":
+        from bgremove.ray_engine import remove_with_ray
+
+        return remove_with_ray(args, options, settings)
+    uris = [str(p) for p in [*args.inputs, args.output] if not isinstance(p, Path)]
+    if uris:
+        print(f"error: URIs need --engine ray: {', '.join(uris)}", file=sys.stderr)
+        return 2
     inputs, skipped = inputs_from_paths(args.inputs, settings)
     if not inputs:
         print("error: no images found (accepted: " + ", ".join(settings.allowed_extensions) + ")", file=sys.stderr)

@@ -20,6 +20,8 @@ T = TypeVar("T")
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 KNOWN_EXTENSIONS = ("png", "jpg", "jpeg", "webp")
+ENGINES = ("auto", "onnxruntime", "openvino")
+PRECISIONS = ("auto", "bf16", "f32")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,9 @@ class Settings:
     max_batch_uncompressed_mb: float = 1024.0
     max_loaded_models: int = 2
     max_concurrent_inferences: int = 2
+    inference_engine: str = "auto"
+    png_compress_level: int = 1
+    openvino_precision: str = "auto"
     max_queue_size: int = 32
     server_name: str = "0.0.0.0"
     server_port: int = 7860
@@ -74,6 +79,13 @@ def _positive_float(raw: str) -> float:
     return value
 
 
+def _level(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 9:
+        raise ValueError(raw)
+    return value
+
+
 def _port(raw: str) -> int:
     value = int(raw)
     if not 0 <= value <= 65535:
@@ -86,6 +98,15 @@ def _extensions(raw: str) -> tuple[str, ...]:
     if not items or any(item not in KNOWN_EXTENSIONS for item in items):
         raise ValueError(raw)
     return items
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw.lower() not in options:
+            raise ValueError(raw)
+        return raw.lower()
+
+    return parse
 
 
 def _log_level(raw: str) -> str:
@@ -123,6 +144,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_batch_uncompressed_mb=_parse(env, "MAX_BATCH_UNCOMPRESSED_MB", defaults.max_batch_uncompressed_mb, _positive_float, "a positive number of megabytes"),
         max_loaded_models=_parse(env, "MAX_LOADED_MODELS", defaults.max_loaded_models, _positive_int, "a whole number >= 1"),
         max_concurrent_inferences=_parse(env, "MAX_CONCURRENT_INFERENCES", defaults.max_concurrent_inferences, _positive_int, "a whole number >= 1"),
+        inference_engine=_parse(env, "INFERENCE_ENGINE", defaults.inference_engine, _choice(ENGINES), "one of " + ", ".join(ENGINES)),
+        openvino_precision=_parse(env, "OPENVINO_PRECISION", defaults.openvino_precision, _choice(PRECISIONS), "one of " + ", ".join(PRECISIONS)),
+        png_compress_level=_parse(env, "PNG_COMPRESS_LEVEL", defaults.png_compress_level, _level, "a whole number 0-9"),
         max_queue_size=_parse(env, "MAX_QUEUE_SIZE", defaults.max_queue_size, _positive_int, "a whole number >= 1"),
         server_name=_parse(env, "GRADIO_SERVER_NAME", defaults.server_name, str, "a host name or IP address"),
         server_port=_parse(env, "GRADIO_SERVER_PORT", defaults.server_port, _port, "a port number 0-65535"),

@@ -52,12 +52,19 @@ def model_file(name: str, settings: Settings) -> Path:
     return settings.session_path / "models" / name / f"{name}.onnx"
 
 
+def find_model_file(name: str, settings: Settings) -> Path | None:
+    """The main .onnx file of a catalog model if it is on disk (rembg's layout, then its old flat one)."""
+    for path in (model_file(name, settings), settings.session_path / f"{name}.onnx"):
+        if path.is_file():
+            return path
+    return None
+
+
 def is_on_disk(name: str, settings: Settings) -> bool:
     if is_custom_model(name):
         return Path(name).is_file()
     model_dir = settings.session_path / "models" / name
-    flat = settings.session_path / f"{name}.onnx"  # rembg's pre-0.0.0 flat layout, still read
-    return flat.is_file() or (model_dir.is_dir() and any(model_dir.glob("*.onnx")))
+    return find_model_file(name, settings) is not None or (model_dir.is_dir() and any(model_dir.glob("*.onnx")))
 
 
 @dataclass(frozen=True)
@@ -117,13 +124,10 @@ def resolve_name(name: str | None, settings: Settings) -> str:
 
 
 def session_class(name: str) -> tuple[type[BaseSession], dict[str, Any]]:
-    """The rembg session class for a model, and the kwargs it needs (model_path for custom)."""
+    """rembg's session class for a catalog model (custom models use bgremove.engines.MinMaxMaskSession)."""
     from rembg.sessions import sessions
 
-    if not is_custom_model(name):
-        return sessions[name], {}
-    family = custom_model_family(Path(name))
-    return _custom_session_class(family), {"model_path": name}
+    return sessions[name], {}
 
 
 def custom_model_family(path: Path) -> str:
@@ -155,22 +159,6 @@ def custom_model_family(path: Path) -> str:
     )
 
 
-def _custom_session_class(family: str) -> type[BaseSession]:
-    """rembg 2.0.86 refuses custom model paths outside its home; our subclasses accept any existing file."""
-    from rembg.sessions.dis_custom import DisCustomSession
-    from rembg.sessions.u2net_custom import U2netCustomSession
-
-    base = U2netCustomSession if family == "u2net" else DisCustomSession
-
-    class AnyPathSession(base):  # type: ignore[misc, valid-type]
-        @classmethod
-        def download_models(cls, *args: Any, **kwargs: Any) -> str:
-            return str(Path(kwargs["model_path"]).resolve())
-
-    AnyPathSession.__name__ = f"AnyPath{base.__name__}"
-    return AnyPathSession
-
-
 # --- pulling ----------------------------------------------------------------------
 
 
@@ -185,7 +173,7 @@ def pull(name: str, settings: Settings, *, force: bool = False) -> Path:
         resolve_name(name, settings)  # raises with the valid names
     use_model_home(settings)
     if not force and is_on_disk(name, settings):
-        return model_file(name, settings)
+        return find_model_file(name, settings) or model_file(name, settings)
     target_dir = settings.session_path / "models" / name
     aside = target_dir.with_name(f".{name}.replaced-{os.getpid()}")
     if force and target_dir.is_dir():

@@ -172,7 +172,7 @@ def remove_background(
     stages["cutout"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    png = encode_png(cutout, image.info.get("icc_profile"))
+    png = encode_png(cutout, image.info.get("icc_profile"), settings.png_compress_level)
     stages["encode"] = time.perf_counter() - mark
 
     model_label = loaded.name if not is_custom_model(loaded.name) else PurePath(loaded.name).name
@@ -259,15 +259,18 @@ def normalise_mode(image: Image.Image) -> Image.Image:
 
 def apply_cutout(image: Image.Image, mask: Image.Image, options: RemovalOptions) -> Image.Image:
     """Mask -> output image, with rembg's helpers for post-processing, matting and background colour."""
-    from rembg.bg import alpha_matting_cutout, apply_background_color, decontaminate_cutout, post_process
-
+    # rembg.bg is imported only when an option needs it: importing it costs ~1.3 s (pymatting, numba).
     if mask.size != image.size:
         mask = mask.resize(image.size, Image.Resampling.LANCZOS)
     if options.post_process_mask:
+        from rembg.bg import post_process
+
         mask = Image.fromarray(post_process(np.asarray(mask)))
     if options.only_mask:
         return mask
     if options.alpha_matting:
+        from rembg.bg import alpha_matting_cutout, decontaminate_cutout
+
         try:
             cutout = alpha_matting_cutout(
                 image, mask,
@@ -284,13 +287,23 @@ def apply_cutout(image: Image.Image, mask: Image.Image, options: RemovalOptions)
             (np.asarray(mask, dtype=np.uint16) * np.asarray(image.getchannel("A"), dtype=np.uint16) // 255).astype(np.uint8)
         )
         cutout.putalpha(alpha)
+        cutout = clear_transparent(cutout)
     if options.bg_color is not None:
-        cutout = apply_background_color(cutout, options.bg_color)
+        cutout = Image.alpha_composite(Image.new("RGBA", cutout.size, options.bg_color), cutout)  # rembg's apply_background_color
     return cutout
 
 
-def encode_png(image: Image.Image, icc_profile: bytes | None = None) -> bytes:
+def clear_transparent(image: Image.Image) -> Image.Image:
+    """Zero the colour of fully transparent pixels (as rembg's cutout does): invisible, and it halves the PNG."""
+    pixels = np.array(image)
+    pixels[pixels[..., 3] == 0] = 0
+    return Image.fromarray(pixels, mode="RGBA")
+
+
+def encode_png(image: Image.Image, icc_profile: bytes | None = None, compress_level: int = 1) -> bytes:
+    """Lossless PNG. Level 1 is ~3x faster than Pillow's default 6 and, with cleared transparent pixels,
+    still about half the size of rembg's output (measured on a 1024x1024 cutout: 0.10 s vs 0.30 s)."""
     buffer = io.BytesIO()
     extra = {"icc_profile": icc_profile} if icc_profile and len(icc_profile) <= MAX_ICC_BYTES else {}
-    image.save(buffer, format="PNG", **extra)
+    image.save(buffer, format="PNG", compress_level=compress_level, **extra)
     return buffer.getvalue()

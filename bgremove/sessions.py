@@ -16,9 +16,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from bgremove import models
+from bgremove.engines import (
+    CUDA,
+    CUSTOM_FAMILIES,
+    MIN_MAX_MODELS,
+    EngineChoice,
+    MinMaxMaskSession,
+    attach,
+    build_inner_session,
+    choose_engine,
+)
 from bgremove.catalog import is_custom_model
 from bgremove.config import Settings, get_settings
 from bgremove.errors import ModelCorrupt, ModelUnavailable
@@ -28,8 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CUDA = "CUDAExecutionProvider"
-CPU = "CPUExecutionProvider"
+RUN_THROUGH_REMBG = frozenset({"sam"})  # encoder + decoder with prompts: rembg's own sessions as they are
 
 
 @dataclass(frozen=True)
@@ -38,13 +48,6 @@ class LoadedModel:
     session: BaseSession
     provider: str
     load_seconds: float
-
-
-def requested_providers() -> list[str]:
-    """CUDA first when onnxruntime-gpu offers it, else CPU only."""
-    import onnxruntime as ort
-
-    return [CUDA, CPU] if CUDA in ort.get_available_providers() else [CPU]
 
 
 class SessionCache:
@@ -57,6 +60,7 @@ class SessionCache:
         self._load_locks: dict[str, threading.Lock] = {}
         self.loads = 0  # how many sessions were really built (tests check one per model)
         self._warned_fallback = False
+        self._engine: EngineChoice | None = None
         self._slots = threading.BoundedSemaphore(settings.max_concurrent_inferences)
         self._waiting = 0
 
@@ -118,26 +122,55 @@ class SessionCache:
         models.use_model_home(self.settings)
         if not is_custom_model(key):
             models.pull(key, self.settings)
-        cls, kwargs = models.session_class(key)
-        providers = requested_providers()
+        choice = self.engine
         try:
-            import onnxruntime as ort
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # rembg's CUDA fallback warning: we log our own
-                session = cls(key, ort.SessionOptions(), providers=providers, **kwargs)
+            session = self._build_session(key, choice)
         except ModelUnavailable:
             raise
-        except Exception as exc:  # onnxruntime raises InvalidProtobuf, Fail, InvalidGraph... from its C++ core
+        except Exception as exc:  # onnxruntime and OpenVINO raise their own error types from C++
             raise self._load_error(key, exc) from exc
         active = session.inner_session.get_providers()[0]
-        if CUDA in providers and active != CUDA and not self._warned_fallback:
+        if CUDA in choice.providers and active != CUDA and not self._warned_fallback:
             self._warned_fallback = True
             log.warning("CUDA was requested but onnxruntime fell back to %s: check the CUDA/cuDNN libraries.", active)
         self.loads += 1
         seconds = time.perf_counter() - started
         log.info("Loaded model %s on %s in %.2fs", key, active, seconds)
         return LoadedModel(name=key, session=session, provider=active, load_seconds=seconds)
+
+    def _build_session(self, key: str, choice: EngineChoice) -> Any:
+        """Our min-max session for u2net/isnet models; rembg's class (with our engine inside) for the rest."""
+        cache_dir = self.settings.session_path / "openvino-cache"
+        requests = self.settings.max_concurrent_inferences
+        if is_custom_model(key):
+            normalization = CUSTOM_FAMILIES[models.custom_model_family(Path(key))]
+            return MinMaxMaskSession(key, build_inner_session(Path(key), choice, cache_dir, requests), normalization)
+        if key in MIN_MAX_MODELS:
+            path = models.find_model_file(key, self.settings)
+            assert path is not None  # pulled above
+            return MinMaxMaskSession(key, build_inner_session(path, choice, cache_dir, requests), MIN_MAX_MODELS[key])
+        cls, kwargs = models.session_class(key)
+        if key in RUN_THROUGH_REMBG:
+            return self._rembg_session(cls, key, choice.providers, kwargs)
+        session = cls.__new__(cls)  # rembg's __init__ would load the graph once more in onnxruntime
+        session.model_name = key
+        return attach(session, build_inner_session(Path(cls.download_models(**kwargs)), choice, cache_dir, requests))
+
+    @staticmethod
+    def _rembg_session(cls: type[BaseSession], key: str, providers: tuple[str, ...], kwargs: dict[str, Any]) -> BaseSession:
+        import onnxruntime as ort
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # rembg's CUDA fallback warning: we log our own
+            return cls(key, ort.SessionOptions(), providers=list(providers), **kwargs)
+
+    @property
+    def engine(self) -> EngineChoice:
+        """The engine every session of this cache runs on, chosen once (INFERENCE_ENGINE, OPENVINO_PRECISION)."""
+        if self._engine is None:
+            self._engine = choose_engine(self.settings.inference_engine, self.settings.openvino_precision)  # type: ignore[arg-type]
+            log.info("Inference engine: %s", self._engine.label)
+        return self._engine
 
     def _load_error(self, key: str, exc: Exception) -> ModelUnavailable:
         reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__

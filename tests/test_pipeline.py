@@ -35,7 +35,10 @@ def test_colours_are_kept_unpremultiplied(settings, cache):
     image = square_photo((100, 100))
     result = remove_background(encode(image, "PNG"), "p.png", settings=settings, cache=cache)
     out = np.asarray(decode_png(result.png))
-    assert np.array_equal(out[..., :3], np.asarray(image))
+    visible = out[..., 3] > 0
+    assert visible.any() and (~visible).any()
+    assert np.array_equal(out[..., :3][visible], np.asarray(image)[visible])
+    assert not out[..., :3][~visible].any()  # fully transparent pixels carry no colour
 
 
 def test_only_mask_gives_grey_mask(settings, cache):

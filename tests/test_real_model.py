@@ -63,3 +63,22 @@ def test_cli_on_a_folder_of_photos_with_no_network(tmp_path, real_settings):
         assert 0.05 < (alpha > 128).mean() < 0.95  # something kept, something removed
     cat = np.asarray(decode_png((tmp_path / "out" / "chelsea.png").read_bytes()))[..., 3] / 255.0
     assert cat[150:250, 150:300].mean() > 0.9  # the cat's face
+
+
+@pytest.mark.parametrize("photo", ["astronaut", "coffee"])
+def test_alpha_matches_rembg_itself(real_settings, photo):
+    """Quality guard: the faster engine must not change what users get from rembg."""
+    from rembg import new_session, remove
+
+    image = Image.fromarray(getattr(skdata, photo)())
+    theirs = np.asarray(remove(image, session=new_session("isnet-general-use")))[..., 3].astype(int)
+    ours = np.asarray(decode_png(remove_background(png_bytes(image), settings=real_settings).png))[..., 3].astype(int)
+    difference = np.abs(theirs - ours)
+    assert difference.mean() < 1 and difference.max() < 8, (difference.mean(), difference.max())
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """PNG bytes of the same pixels rembg got (a JPEG round trip would change them)."""
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()

@@ -1,0 +1,301 @@
+"""Speed and memory benchmark: bgremove against the hardware floor and against rembg, in one run.
+
+    python scripts/bench.py                 # everything (about 15 minutes on 2 cores)
+    python scripts/bench.py --quick         # fewer rounds and requests (about 5 minutes)
+
+Measures, on the same 8 real photos (scikit-image) and the same model (isnet-general-use):
+  1. the floor: model load + bare forward passes, for each engine we ship (onnxruntime, OpenVINO);
+  2. our CLI on the folder (whole process, wall time) and 3. `rembg p` on the same folder;
+  4. REST /api/remove: p50/p95 with one client, throughput with 4 clients; the same against `rembg s`;
+  5. memory: peak RSS of both CLI runs; our server's RSS after warm-up and after N more requests;
+  6. quality: mean and max absolute alpha difference between our outputs and rembg's.
+Runs are interleaved (A B A B) so drift on a shared machine cancels; ratios are printed against targets.
+rembg's CLI and server run from a separate virtualenv (.bench-venv, created on first use) because
+rembg[cli] pins FastAPI/uvicorn versions older than the app's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV = ROOT / ".bench-venv"
+MODEL = "isnet-general-use"
+PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "motorcycle"]
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def make_photos(folder: Path, square: int | None) -> list[Path]:
+    from skimage import data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in PHOTOS:
+        array = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
+        image = Image.fromarray(array).convert("RGB")
+        if square:
+            image = image.resize((square, square), Image.Resampling.LANCZOS)
+        path = folder / f"{name}.jpg"
+        image.save(path, quality=95)
+        paths.append(path)
+    return paths
+
+
+def ensure_rembg_venv() -> Path:
+    rembg = VENV / "bin" / "rembg"
+    if not rembg.exists():
+        log("creating .bench-venv with rembg[cli] (once)")
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "rembg[cli,cpu]==2.0.86", "onnxruntime==1.32.0"],
+                       check=True)
+    return rembg
+
+
+def timed_process(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of a whole process, via GNU time."""
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
+        started = time.perf_counter()
+        done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", report.name, *cmd], capture_output=True, text=True,
+                              env={**os.environ, **(env or {})})
+        wall = time.perf_counter() - started
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+        return wall, int(report.read().strip().splitlines()[-1]) / 1024
+
+
+def floor_seconds(engine: str, photos: list[Path]) -> float:
+    """Model load + forward passes only (inputs preprocessed beforehand), in a fresh process."""
+    code = f"""
+import time, sys, numpy as np
+from pathlib import Path
+from PIL import Image
+from bgremove.config import load_settings
+from bgremove.engines import choose_engine, build_inner_session, fast_normalize
+from bgremove.models import model_file
+settings = load_settings({{}})
+choice = choose_engine({engine!r}, "auto")
+class Holder: pass
+paths = {[str(p) for p in photos]!r}
+started = time.perf_counter()
+inner = build_inner_session(model_file("{MODEL}", settings), choice, None, 1)
+holder = Holder(); holder.inner_session = inner
+feeds = [fast_normalize(holder, Image.open(p), (0.5, 0.5, 0.5), (1.0, 1.0, 1.0), (1024, 1024)) for p in paths]
+load = time.perf_counter() - started
+started = time.perf_counter()
+for feed in feeds:
+    inner.run(None, feed)
+print(load + time.perf_counter() - started, choice.label)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    seconds, label = done.stdout.split(maxsplit=1)
+    log(f"floor {label.strip()}: {float(seconds):.2f} s")
+    return float(seconds)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    def __init__(self, name: str, cmd: list[str], port: int, ready_path: str, env: dict[str, str] | None = None):
+        self.name, self.port, self.url = name, port, f"http://127.0.0.1:{port}"
+        self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)
+        self.process = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+                                        env={**os.environ, **(env or {})})
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                response = httpx.get(self.url + ready_path, timeout=2)
+                if response.status_code == 200 and (ready_path != "/api/health" or response.json()["ready"]):
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.5)
+        raise RuntimeError(f"{name} did not start; see {self.log.name}")
+
+    def rss_mib(self) -> float:
+        """RSS of the server process and its children."""
+        total = 0
+        pids = [self.process.pid] + [int(p) for p in subprocess.run(["pgrep", "-P", str(self.process.pid)],
+                                                                   capture_output=True, text=True).stdout.split()]
+        for pid in pids:
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            except FileNotFoundError:
+                pass
+        return total / 1024
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def post(server: Server, photo: bytes, name: str) -> tuple[float, bool]:
+    started = time.perf_counter()
+    response = httpx.post(f"{server.url}/api/remove", files={"file": (name, photo, "image/jpeg")},
+                          data={"model": MODEL}, timeout=300)
+    ok = response.status_code == 200 and response.content[:8] == b"\x89PNG\r\n\x1a\n"
+    return time.perf_counter() - started, ok
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def alpha_difference(ours: Path, theirs: Path) -> tuple[float, float]:
+    a = np.asarray(Image.open(ours).convert("RGBA"))[..., 3].astype(int)
+    b = np.asarray(Image.open(theirs).convert("RGBA"))[..., 3].astype(int)
+    diff = np.abs(a - b)
+    return float(diff.mean()), float(diff.max())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="2 rounds, 6 latency samples, 40 soak requests")
+    parser.add_argument("--rounds", type=int, default=3, help="A/B rounds for the CLI and floors")
+    parser.add_argument("--samples", type=int, default=12, help="single-client requests per server")
+    parser.add_argument("--soak", type=int, default=200, help="requests before the second RSS reading")
+    parser.add_argument("--square", type=int, default=0, help="resize the photos to NxN (0: natural sizes)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.samples, args.soak = 2, 6, 40
+
+    work = Path(tempfile.mkdtemp(prefix="bgremove-bench-"))
+    photos = make_photos(work / "photos", args.square or None)
+    rembg = ensure_rembg_venv()
+    subprocess.run([sys.executable, "-m", "bgremove", "models", "pull", MODEL], check=True, cwd=ROOT)
+    results: dict[str, list[float]] = {k: [] for k in ("floor_ort", "floor_ov", "ours", "rembg", "ours_rss", "rembg_rss")}
+
+    for round_index in range(args.rounds):  # A B A B: drift on a shared machine hits both sides
+        log(f"round {round_index + 1}/{args.rounds}")
+        results["floor_ort"].append(floor_seconds("onnxruntime", photos))
+        wall, rss = timed_process([sys.executable, "-m", "bgremove", "remove", str(work / "photos"), "-o",
+                                   str(work / f"ours-{round_index}")])
+        results["ours"].append(wall), results["ours_rss"].append(rss)
+        log(f"ours CLI: {wall:.2f} s, peak RSS {rss:.0f} MiB")
+        wall, rss = timed_process([str(rembg), "p", "-m", MODEL, str(work / "photos"), str(work / f"rembg-{round_index}")])
+        results["rembg"].append(wall), results["rembg_rss"].append(rss)
+        log(f"rembg p: {wall:.2f} s, peak RSS {rss:.0f} MiB")
+        results["floor_ov"].append(floor_seconds("openvino", photos))
+
+    last = args.rounds - 1  # fresh output folders every round: rembg p skips outputs that exist
+    quality = {p.stem: alpha_difference(work / f"ours-{last}" / f"{p.stem}.png", work / f"rembg-{last}" / f"{p.stem}.png")
+               for p in photos}
+
+    log("starting both servers")
+    ours_port = free_port()
+    ours = Server("ours", [sys.executable, "app.py"], ours_port, "/api/health",
+                  {"GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(ours_port), "LOG_LEVEL": "warning"})
+    theirs_port = free_port()
+    theirs = Server("rembg", [str(rembg), "s", "--host", "127.0.0.1", "--port", str(theirs_port), "--no-ui"],
+                    theirs_port, "/api")
+    photo = photos[0].read_bytes()
+    servers = [ours, theirs]
+    latency: dict[str, list[float]] = {s.name: [] for s in servers}
+    failures: dict[str, int] = {s.name: 0 for s in servers}
+    throughput: dict[str, list[float]] = {s.name: [] for s in servers}
+    try:
+        for server in servers:  # warm-up: rembg s loads its model on the first request
+            for _ in range(2):
+                post(server, photo, photos[0].name)
+        rss_warm = ours.rss_mib()
+        for _ in range(args.samples):
+            for server in servers:
+                seconds, ok = post(server, photo, photos[0].name)
+                latency[server.name].append(seconds)
+                failures[server.name] += not ok
+        for _ in range(max(1, args.rounds - 1)):
+            for server in servers:
+                jobs = [(p.read_bytes(), p.name) for p in photos] * 2  # 16 requests by 4 clients
+                started = time.perf_counter()
+                with ThreadPoolExecutor(4) as pool:
+                    outcomes = list(pool.map(lambda job, s=server: post(s, *job), jobs))
+                throughput[server.name].append(len(jobs) / (time.perf_counter() - started))
+                failures[server.name] += sum(not ok for _, ok in outcomes)
+                log(f"{server.name}: {throughput[server.name][-1]:.2f} req/s with 4 clients")
+        log(f"soak: {args.soak} requests to our server")
+        jobs = [(photos[i % len(photos)].read_bytes(), photos[i % len(photos)].name) for i in range(args.soak)]
+        with ThreadPoolExecutor(4) as pool:
+            soak = list(pool.map(lambda job: post(ours, *job), jobs))
+        failures["ours"] += sum(not ok for _, ok in soak)
+        rss_after = ours.rss_mib()
+    finally:
+        ours.stop()
+        theirs.stop()
+
+    med = {k: statistics.median(v) for k, v in results.items() if v}
+    floor = min(med["floor_ort"], med["floor_ov"])
+    p50 = {name: percentile(values, 50) for name, values in latency.items()}
+    p95 = {name: percentile(values, 95) for name, values in latency.items()}
+    tput = {name: statistics.median(values) for name, values in throughput.items()}
+    worst_mean = max(q[0] for q in quality.values())
+    worst_max = max(q[1] for q in quality.values())
+    growth = (rss_after - rss_warm) / rss_warm
+
+    rows = [
+        ("floor onnxruntime (load + 8 passes)", f"{med['floor_ort']:.2f} s", "", ""),
+        ("floor OpenVINO (load + 8 passes)", f"{med['floor_ov']:.2f} s", "", ""),
+        ("our CLI, 8 photos (whole process)", f"{med['ours']:.2f} s", f"ours/floor {med['ours'] / floor:.2f}", "<= 1.10"),
+        ("rembg p, 8 photos (whole process)", f"{med['rembg']:.2f} s", f"rembg/ours {med['rembg'] / med['ours']:.2f}x", ">= 1.8x"),
+        ("REST p50 one client: ours / rembg s", f"{p50['ours']:.2f} s / {p50['rembg']:.2f} s", f"{p50['ours'] / p50['rembg']:.2f}", "<= 0.6"),
+        ("REST p95 one client: ours / rembg s", f"{p95['ours']:.2f} s / {p95['rembg']:.2f} s", f"{p95['ours'] / p95['rembg']:.2f}", ""),
+        ("REST 4 clients: ours / rembg s", f"{tput['ours']:.2f} / {tput['rembg']:.2f} req/s", f"{tput['ours'] / tput['rembg']:.2f}x", ">= 1.5x"),
+        ("failed requests: ours / rembg s", f"{failures['ours']} / {failures['rembg']}", "", "0"),
+        ("peak RSS CLI: ours / rembg p", f"{med['ours_rss']:.0f} / {med['rembg_rss']:.0f} MiB", f"{med['ours_rss'] / med['rembg_rss']:.2f}", "< 1"),
+        (f"server RSS warm / after {args.soak} requests", f"{rss_warm:.0f} / {rss_after:.0f} MiB", f"{growth:+.1%}", "< +5%"),
+        ("alpha vs rembg: worst mean / worst max", f"{worst_mean:.3f} / {worst_max:.0f} (of 255)", "", "< 1 / < 8"),
+    ]
+    checks = {
+        "cli_vs_floor": med["ours"] / floor <= 1.10,
+        "cli_vs_rembg": med["rembg"] / med["ours"] >= 1.8,
+        "rest_p50": p50["ours"] / p50["rembg"] <= 0.6,
+        "rest_throughput": tput["ours"] / tput["rembg"] >= 1.5,
+        "no_failures": failures["ours"] == 0,
+        "cli_rss": med["ours_rss"] < med["rembg_rss"],
+        "server_rss_growth": growth < 0.05,
+        "quality": worst_mean < 1 and worst_max < 8,
+    }
+    print(f"\nbgremove benchmark: {len(photos)} photos ({'natural sizes' if not args.square else f'{args.square}x{args.square}'}), "
+          f"{MODEL}, {args.rounds} interleaved rounds, medians; {os.cpu_count()} CPUs\n")
+    print(f"| {'measure':40} | {'value':30} | {'ratio':22} | {'target':8} |")
+    print(f"|{'-' * 42}|{'-' * 32}|{'-' * 24}|{'-' * 10}|")
+    for measure, value, ratio, target in rows:
+        print(f"| {measure:40} | {value:30} | {ratio:22} | {target:8} |")
+    print("\nper photo alpha difference (mean, max): " + ", ".join(f"{k} {m:.3f}/{x:.0f}" for k, (m, x) in quality.items()))
+    print("targets: " + ", ".join(f"{name} {'PASS' if ok else 'FAIL'}" for name, ok in checks.items()))
+    if args.json:
+        args.json.write_text(json.dumps({"medians": med, "p50": p50, "p95": p95, "throughput": tput, "failures": failures,
+                                         "rss_warm": rss_warm, "rss_after": rss_after, "quality": quality,
+                                         "checks": checks}, indent=2))
+    return 0 if all(checks.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
