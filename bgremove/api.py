@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hmac
 import logging
 import tempfile
 from collections.abc import Iterator
@@ -22,9 +25,11 @@ from bgremove.errors import (
     ImageTooLarge,
     InvalidOption,
     ModelUnavailable,
+    StorageFull,
     UnsupportedFormat,
 )
 from bgremove.models import list_models
+from bgremove.observability import IN_FLIGHT, LOADED, REJECTED, WAITING, metrics_payload
 from bgremove.pipeline import RemovalOptions, parse_color, remove_background
 from bgremove.sessions import get_cache
 from bgremove.startup import warmup_state
@@ -32,6 +37,7 @@ from bgremove.startup import warmup_state
 log = logging.getLogger(__name__)
 
 HTTP_STATUS: dict[type[BgRemoveError], int] = {
+    StorageFull: 507,
     UnsupportedFormat: 400,
     CorruptImage: 400,
     ImageTooLarge: 413,
@@ -54,26 +60,77 @@ def status_for(exc: BgRemoveError) -> int:
 async def _core_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, BgRemoveError)
     status = status_for(exc)
-    headers = {"Retry-After": "30"} if status == 503 else None
+    headers = {"Retry-After": "30"} if status in (503, 507) else None
     return JSONResponse({"detail": exc.message, "hint": exc.hint}, status_code=status, headers=headers)
 
 
-class BodySizeLimit:
-    """Refuse an upload with 413 while it streams in, not after the whole body has been buffered."""
+class _BodyTooLarge(HTTPException):
+    """An HTTPException, so FastAPI's form parser re-raises it as 413 instead of wrapping it as a 400."""
 
-    def __init__(self, app: ASGIApp, limits: dict[str, int]) -> None:
+    def __init__(self) -> None:
+        super().__init__(413, "Upload is larger than the size limit. Send a smaller file or raise MAX_IMAGE_SIZE_MB / "
+                              "MAX_BATCH_UNCOMPRESSED_MB.")
+
+
+class ApiGuard:
+    """The edge in front of /api and /metrics, before any body is read:
+
+    1. API keys (when API_KEYS is set): `X-API-Key: KEY` or `Authorization: Bearer KEY`, else 401;
+    2. admission: beyond MAX_CONCURRENT_INFERENCES + MAX_QUEUE_SIZE removal requests in flight, 503 with
+       Retry-After instead of an unbounded queue;
+    3. upload size: 413 as soon as the declared or streamed body passes the limit.
+    """
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
-        self.limits = limits
+        self.keys = [key.encode() for key in settings.api_keys]
+        self.size_limits = {
+            "/api/remove": settings.max_image_bytes + MULTIPART_OVERHEAD,
+            "/api/remove/batch": settings.max_batch_uncompressed_bytes + MULTIPART_OVERHEAD,
+        }
+        self.max_in_flight = settings.max_concurrent_inferences + settings.max_queue_size
+        self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limit = self.limits.get(scope.get("path", "")) if scope["type"] == "http" else None
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not (path.startswith("/api/") or path == "/metrics") or path == "/api/health":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        if self.keys and not self._authorised(headers):
+            await _reply(send, 401, "A valid API key is required.", "Send it as `X-API-Key: KEY` or `Authorization: Bearer KEY`.",
+                         {"WWW-Authenticate": "Bearer"})
+            return
+        limit = self.size_limits.get(path)
         if limit is None:
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await self._too_large(send, limit)
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            await _reply(send, 413, f"Upload is larger than the limit of {limit / 1024 / 1024:.1f} MB.",
+                         "Send a smaller file or raise MAX_IMAGE_SIZE_MB / MAX_BATCH_UNCOMPRESSED_MB.")
             return
+        if self.in_flight >= self.max_in_flight:
+            REJECTED.labels(path).inc()
+            await _reply(send, 503, "The server is busy: the queue is full.", "Retry after a few seconds.",
+                         {"Retry-After": "5"})
+            return
+        self.in_flight += 1
+        IN_FLIGHT.set(self.in_flight)
+        try:
+            await self._with_size_limit(scope, receive, send, limit)
+        finally:
+            self.in_flight -= 1
+            IN_FLIGHT.set(self.in_flight)
+
+    def _authorised(self, headers: dict[bytes, bytes]) -> bool:
+        offered = headers.get(b"x-api-key", b"")
+        authorization = headers.get(b"authorization", b"")
+        if authorization[:7].lower() == b"bearer ":
+            offered = offered or authorization[7:].strip()
+        return bool(offered) and any(hmac.compare_digest(offered, key) for key in self.keys)
+
+    async def _with_size_limit(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         received = 0
         response_started = False
 
@@ -95,24 +152,12 @@ class BodySizeLimit:
             await self.app(scope, counting_receive, tracking_send)
         except _BodyTooLarge:
             if not response_started:
-                await self._too_large(send, limit)
-
-    @staticmethod
-    async def _too_large(send: Send, limit: int) -> None:
-        response = JSONResponse(
-            {"detail": f"Upload is larger than the limit of {limit / 1024 / 1024:.1f} MB.",
-             "hint": "Send a smaller file or raise MAX_IMAGE_SIZE_MB / MAX_BATCH_UNCOMPRESSED_MB."},
-            status_code=413,
-        )
-        await response({"type": "http"}, _no_receive, send)
+                await _reply(send, 413, "Upload is larger than the size limit.", "Send a smaller file.")
 
 
-class _BodyTooLarge(HTTPException):
-    """An HTTPException, so FastAPI's form parser re-raises it as 413 instead of wrapping it as a 400."""
-
-    def __init__(self) -> None:
-        super().__init__(413, "Upload is larger than the size limit. Send a smaller file or raise MAX_IMAGE_SIZE_MB / "
-                              "MAX_BATCH_UNCOMPRESSED_MB.")
+async def _reply(send: Send, status: int, detail: str, hint: str, headers: dict[str, str] | None = None) -> None:
+    response = JSONResponse({"detail": detail, "hint": hint}, status_code=status, headers=headers)
+    await response({"type": "http"}, _no_receive, send)
 
 
 async def _no_receive() -> Message:
@@ -120,17 +165,24 @@ async def _no_receive() -> Message:
 
 
 def install(app: FastAPI, settings: Settings | None = None) -> None:
-    """Add the /api routes, the error mapping and the upload size limits to `app`."""
+    """Add the /api routes, /metrics, the error mapping, and the edge guard (keys, admission, size) to `app`."""
     settings = settings or get_settings()
     app.include_router(router)
+    app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
     app.add_exception_handler(BgRemoveError, _core_error)
-    app.add_middleware(
-        BodySizeLimit,
-        limits={
-            "/api/remove": settings.max_image_bytes + MULTIPART_OVERHEAD,
-            "/api/remove/batch": settings.max_batch_uncompressed_bytes + MULTIPART_OVERHEAD,
-        },
-    )
+    app.add_middleware(ApiGuard, settings=settings)
+
+
+def metrics() -> Response:
+    """Prometheus metrics (protected by API_KEYS like the rest of the API)."""
+    cache = get_cache()
+
+    def refresh() -> None:
+        WAITING.set(cache.waiting)
+        LOADED.set(len(cache.loaded_names()))
+
+    payload, content_type = metrics_payload(refresh)
+    return Response(payload, media_type=content_type)
 
 
 def _options(model: str | None, alpha_matting: bool, fg: int, bg: int, erode: int, post_process_mask: bool,
@@ -227,11 +279,21 @@ def remove_batch(
     options = _options(model, alpha_matting, alpha_matting_foreground_threshold, alpha_matting_background_threshold,
                        alpha_matting_erode_size, post_process_mask, only_mask, bg_color)
     inputs = batch_inputs(files, settings)
-    spool = tempfile.TemporaryFile(prefix="bgremove-batch-")  # anonymous: gone when closed, even on a crash
+    try:
+        spool = tempfile.TemporaryFile(prefix="bgremove-batch-")  # anonymous: gone when closed, even on a crash
+    except OSError as exc:
+        raise StorageFull(f"Cannot create the result file in {tempfile.gettempdir()} ({exc.strerror}).") from exc
     try:
         manifest = write_zip(run_batch(inputs, options, settings=settings), spool, options.model or settings.model_name)
         size = spool.tell()
         spool.seek(0)
+    except OSError as exc:
+        with contextlib.suppress(OSError):  # closing flushes, which fails the same way on a full disk
+            spool.close()
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise StorageFull(f"The temporary directory {tempfile.gettempdir()} is full or read-only ({exc.strerror}); "
+                              "no partial result was sent.") from exc
+        raise
     except BaseException:
         spool.close()
         raise

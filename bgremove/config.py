@@ -7,6 +7,7 @@ A bad value stops start-up with one line naming the variable and what it accepts
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -22,6 +23,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 KNOWN_EXTENSIONS = ("png", "jpg", "jpeg", "webp")
 ENGINES = ("auto", "onnxruntime", "openvino")
 PRECISIONS = ("auto", "bf16", "f32")
+FLAG_ACCEPTS = "1, true, yes, on, 0, false, no or off"
+LOG_FORMATS = ("text", "json")
+SECRET_VARIABLES = frozenset({"API_KEYS"})
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,11 @@ class Settings:
     png_compress_level: int = 1
     openvino_precision: str = "auto"
     max_queue_size: int = 32
+    result_ttl_seconds: int = 600
+    api_keys: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    log_format: str = "text"
+    mcp_server: bool = False
     server_name: str = "0.0.0.0"
     server_port: int = 7860
 
@@ -62,7 +71,8 @@ def _parse(env: Mapping[str, str], var: str, default: T, convert: Callable[[str]
     try:
         return convert(raw.strip())
     except (ValueError, TypeError):
-        raise ConfigError(f"{var}={raw!r} is invalid: expected {accepts}.", hint="") from None
+        shown = "<hidden>" if var in SECRET_VARIABLES else repr(raw)
+        raise ConfigError(f"{var}={shown} is invalid: expected {accepts}.", hint="") from None
 
 
 def _positive_int(raw: str) -> int:
@@ -93,11 +103,33 @@ def _port(raw: str) -> int:
     return value
 
 
+def _flag(raw: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
 def _extensions(raw: str) -> tuple[str, ...]:
     items = tuple(dict.fromkeys(part.strip().lower().lstrip(".") for part in raw.split(",") if part.strip()))
     if not items or any(item not in KNOWN_EXTENSIONS for item in items):
         raise ValueError(raw)
     return items
+
+
+def _api_keys(raw: str) -> tuple[str, ...]:
+    keys = tuple(key.strip() for key in raw.split(",") if key.strip())
+    if any(len(key) < 16 or not key.isprintable() or " " in key for key in keys):
+        raise ValueError("short key")  # the message must never echo a key
+    return keys
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(origin.strip().rstrip("/") for origin in raw.split(",") if origin.strip())
+    if any(origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin) for origin in origins):
+        raise ValueError(raw)
+    return origins
 
 
 def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
@@ -148,6 +180,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         openvino_precision=_parse(env, "OPENVINO_PRECISION", defaults.openvino_precision, _choice(PRECISIONS), "one of " + ", ".join(PRECISIONS)),
         png_compress_level=_parse(env, "PNG_COMPRESS_LEVEL", defaults.png_compress_level, _level, "a whole number 0-9"),
         max_queue_size=_parse(env, "MAX_QUEUE_SIZE", defaults.max_queue_size, _positive_int, "a whole number >= 1"),
+        result_ttl_seconds=_parse(env, "RESULT_TTL_SECONDS", defaults.result_ttl_seconds, _positive_int, "a whole number of seconds >= 1"),
+        api_keys=_parse(env, "API_KEYS", defaults.api_keys, _api_keys, "comma-separated keys of at least 16 characters"),
+        cors_origins=_parse(env, "CORS_ORIGINS", defaults.cors_origins, _origins, "comma-separated origins like https://example.com, or *"),
+        log_format=_parse(env, "LOG_FORMAT", defaults.log_format, _choice(LOG_FORMATS), "one of " + ", ".join(LOG_FORMATS)),
+        mcp_server=_parse(env, "MCP_SERVER", _parse(env, "GRADIO_MCP_SERVER", defaults.mcp_server, _flag, FLAG_ACCEPTS), _flag, FLAG_ACCEPTS),
         server_name=_parse(env, "GRADIO_SERVER_NAME", defaults.server_name, str, "a host name or IP address"),
         server_port=_parse(env, "GRADIO_SERVER_PORT", defaults.server_port, _port, "a port number 0-65535"),
     )

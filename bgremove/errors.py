@@ -53,3 +53,9 @@ class ModelUnavailable(BgRemoveError):
 
 class ModelCorrupt(ModelUnavailable):
     """The model file is on disk but is not a usable ONNX graph."""
+
+
+class StorageFull(BgRemoveError):
+    """The temporary directory is full or not writable: nothing partial is returned."""
+
+    default_hint = "Free space in the temporary directory (TMPDIR) or point TMPDIR at a larger disk, then retry."

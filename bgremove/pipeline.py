@@ -22,6 +22,7 @@ from PIL import Image, ImageOps
 from bgremove.catalog import is_custom_model
 from bgremove.config import Settings, get_settings
 from bgremove.errors import CorruptImage, ImageTooLarge, InvalidOption, UnsupportedFormat
+from bgremove.observability import INFERENCE
 from bgremove.sessions import SessionCache, get_cache
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,7 @@ def remove_background(
     with cache.inference_slot():
         mask = loaded.session.predict(image)[0].convert("L")
     stages["mask"] = time.perf_counter() - mark
+    INFERENCE.labels(PurePath(loaded.name).name).observe(stages["mask"])
 
     mark = time.perf_counter()
     cutout = apply_cutout(image, mask, options)

@@ -5,14 +5,16 @@ Thin: every callback reads its inputs, calls the core (pipeline / batch) and sha
 
 from __future__ import annotations
 
+import hmac
 import json
+import logging
 import queue
 import shutil
 import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +23,15 @@ import gradio as gr
 from bgremove import __version__
 from bgremove.batch import BatchInput, BatchItemResult, build_manifest, inputs_from_zip, looks_like_zip, run_batch, write_zip
 from bgremove.config import Settings, get_settings
-from bgremove.errors import BgRemoveError
+from bgremove.errors import BgRemoveError, StorageFull
 from bgremove.models import list_models
 from bgremove.pipeline import RemovalOptions, parse_color, remove_background
 from bgremove.sessions import get_cache
 
+log = logging.getLogger(__name__)
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 EXAMPLES = [str(p) for p in sorted(ASSETS.glob("example-*.jpg"))]
 POOL = "inference"  # one concurrency pool for single and batch events
-CACHE_SECONDS = 1800  # uploads and results are deleted after this (Gradio's cache and ours)
 WORK_ROOT = Path(tempfile.gettempdir()) / "bgremove-ui"
 TABLE_HEADERS = ["file", "status", "size", "seconds", "error / hint"]
 
@@ -51,13 +53,69 @@ def model_choices(settings: Settings) -> list[tuple[str, str]]:
 
 
 def _job_dir() -> Path:
-    """A fresh folder for one request's outputs; folders older than CACHE_SECONDS are removed."""
-    WORK_ROOT.mkdir(parents=True, exist_ok=True)
-    cutoff = time.time() - CACHE_SECONDS
-    for old in WORK_ROOT.iterdir():
-        if old.is_dir() and old.stat().st_mtime < cutoff:
-            shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix="job-", dir=WORK_ROOT))
+    """A fresh folder for one request's outputs (removed by the sweeper after RESULT_TTL_SECONDS)."""
+    try:
+        WORK_ROOT.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix="job-", dir=WORK_ROOT))
+    except OSError as exc:
+        raise StorageFull(f"Cannot write results to {WORK_ROOT} ({exc.strerror}).") from exc
+
+
+def _save(png: bytes, name: str) -> Path:
+    target = _job_dir() / name
+    try:
+        target.write_bytes(png)
+    except OSError as exc:
+        target.unlink(missing_ok=True)  # never hand out a partial PNG
+        raise StorageFull(f"Cannot write the result to {target.parent} ({exc.strerror}).") from exc
+    return target
+
+
+def sweep_expired(ttl: int) -> None:
+    """Delete our result folders older than `ttl`, and Gradio's stray upload temp files (`tmp*` in its
+    cache root, which Gradio 6.31 sometimes leaves after moving an upload); delete_cache handles the rest."""
+    cutoff = time.time() - ttl
+    if WORK_ROOT.is_dir():
+        for job in WORK_ROOT.iterdir():
+            if job.is_dir() and job.stat().st_mtime < cutoff:
+                shutil.rmtree(job, ignore_errors=True)
+    gradio_root = Path(gr.utils.get_upload_folder())
+    if gradio_root.is_dir():
+        for stray in gradio_root.glob("tmp*"):
+            if stray.is_file() and stray.stat().st_mtime < cutoff:
+                stray.unlink(missing_ok=True)
+
+
+def start_sweeper(settings: Settings) -> threading.Thread:
+    """Sweep every few seconds (half the TTL, at most a minute), for the life of the process."""
+    ttl = settings.result_ttl_seconds
+
+    def loop() -> None:
+        while True:
+            time.sleep(max(1, min(60, ttl // 2)))
+            try:
+                sweep_expired(ttl)
+            except OSError as exc:
+                log.warning("Could not delete expired results: %s", exc)
+
+    thread = threading.Thread(target=loop, name="bgremove-sweeper", daemon=True)
+    thread.start()
+    return thread
+
+
+def remove_work_files() -> None:
+    """At shutdown: results are not kept across restarts (Gradio clears its own cache the same way)."""
+    shutil.rmtree(WORK_ROOT, ignore_errors=True)
+
+
+def ui_login(settings: Settings) -> Callable[[str, str], bool]:
+    """Gradio login when API_KEYS is set: any user name, an API key as the password."""
+    keys = [key.encode() for key in settings.api_keys]
+
+    def check(_username: str, password: str) -> bool:
+        return any(hmac.compare_digest(password.encode(), key) for key in keys)
+
+    return check
 
 
 def _options(model: str | None, alpha_matting: bool, fg: float, bg: float, erode: float, post_process: bool,
@@ -103,10 +161,9 @@ def single_ui(photo: str | None, model: str, alpha_matting: bool, fg: float, bg:
     try:
         options = _options(model, alpha_matting, fg, bg, erode, post_process, only_mask, _fill_color(fill, color))
         result = remove_background(_read_limited(photo, settings), Path(photo).name, options)
+        target = _save(result.png, result.output_name)
     except BgRemoveError as exc:
         return None, None, gr.DownloadButton(value=None, interactive=False), f"**Failed:** {exc.message} {exc.hint}"
-    target = _job_dir() / result.output_name
-    target.write_bytes(result.png)
     status = (f"Done in **{result.seconds:.2f} s** - {result.width} x {result.height} px - model `{result.model}` "
               f"(inference {result.stages['mask']:.2f} s)")
     return str(target), (photo, str(target)), gr.DownloadButton(value=str(target), interactive=True), status
@@ -135,11 +192,9 @@ def remove_api(image: str, model: str = "", alpha_matting: bool = False,
                            alpha_matting_background_threshold, alpha_matting_erode_size, post_process_mask,
                            only_mask, bg_color)
         result = remove_background(_read_limited(image, settings), Path(image).name, options)
+        return str(_save(result.png, result.output_name))
     except BgRemoveError as exc:
         raise gr.Error(f"{exc.message} {exc.hint}".strip()) from exc
-    target = _job_dir() / result.output_name
-    target.write_bytes(result.png)
-    return str(target)
 
 
 # --- batch -------------------------------------------------------------------------------------
@@ -216,10 +271,10 @@ def batch_ui(files: list[Any] | None, folder: list[Any] | None, model: str, alph
         if len(inputs) > settings.max_batch_files:
             raise BgRemoveError(f"{len(inputs)} files; the limit is {settings.max_batch_files}.",
                                 hint="Split the batch or raise MAX_BATCH_FILES.")
+        job = _job_dir()
     except BgRemoveError as exc:
         yield [], [], no_download, no_download, f"**Failed:** {exc.message} {exc.hint}"
         return
-    job = _job_dir()
     states: list[tuple[BatchItemResult | None, str]] = [(None, "Queued")] * len(inputs)
     finished: list[BatchItemResult] = []
     gallery: list[tuple[str, str]] = []
@@ -247,11 +302,15 @@ def batch_ui(files: list[Any] | None, folder: list[Any] | None, model: str, alph
                 yield rows, list(gallery), no_download, no_download, f"{len(finished)} of {len(inputs)} done"
             manifest = build_manifest(finished, options.model or settings.model_name)
             archive.writestr("manifest.json", json.dumps(manifest, indent=2))
+        json_path = job / "bgremove-results.json"
+        json_path.write_text(json.dumps(manifest, indent=2))
     except BgRemoveError as exc:  # the model itself is unavailable: nothing can be processed
         yield [], [], no_download, no_download, f"**Failed:** {exc.message} {exc.hint}"
         return
-    json_path = job / "bgremove-results.json"
-    json_path.write_text(json.dumps(manifest, indent=2))
+    except OSError as exc:  # disk full or read-only: no partial zip is offered
+        shutil.rmtree(job, ignore_errors=True)
+        yield [], [], no_download, no_download, f"**Failed:** cannot write results ({exc.strerror}). {StorageFull.default_hint}"
+        return
     failed = [item for item in manifest["items"] if item["status"] == "failed"]
     summary = f"**{manifest['completed']} completed, {manifest['failed']} failed** of {manifest['count']}."
     if failed:
@@ -275,8 +334,12 @@ def remove_batch_api(files: list[str], model: str = "") -> tuple[str, dict[str, 
         if not inputs or len(inputs) > settings.max_batch_files:
             raise BgRemoveError(f"{len(inputs)} files; send 1 to {settings.max_batch_files}.")
         zip_path = _job_dir() / "bgremove-results.zip"
-        with open(zip_path, "wb") as handle:
-            manifest = write_zip(run_batch(inputs, options, settings=settings), handle, options.model or settings.model_name)
+        try:
+            with open(zip_path, "wb") as handle:
+                manifest = write_zip(run_batch(inputs, options, settings=settings), handle, options.model or settings.model_name)
+        except OSError as exc:
+            zip_path.unlink(missing_ok=True)
+            raise StorageFull(f"Cannot write the result zip ({exc.strerror}).") from exc
     except BgRemoveError as exc:
         raise gr.Error(f"{exc.message} {exc.hint}".strip()) from exc
     return str(zip_path), manifest
@@ -311,9 +374,11 @@ def build_ui(settings: Settings | None = None) -> gr.Blocks:
     settings = settings or get_settings()
     choices = model_choices(settings)
     private: dict[str, Any] = {"api_visibility": "private", "concurrency_id": POOL}
-    with gr.Blocks(title="bgremove - background removal", delete_cache=(600, CACHE_SECONDS), analytics_enabled=False) as demo:
+    ttl = settings.result_ttl_seconds
+    with gr.Blocks(title="bgremove - background removal", delete_cache=(max(1, min(60, ttl // 2)), ttl),
+                   analytics_enabled=False) as demo:
         gr.Markdown("# bgremove\nRemove the background of PNG, JPEG and WebP photos. Results are transparent PNGs; "
-                    "nothing is kept after your session.")
+                    f"uploads and results are deleted from the server after {max(1, ttl // 60)} minutes.")
         with gr.Tab("Single image", id="single"):
             with gr.Row(equal_height=False):
                 with gr.Column():

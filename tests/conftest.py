@@ -16,6 +16,7 @@ import httpx
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import pytest
 from onnx import TensorProto, helper
 from PIL import Image
@@ -32,6 +33,24 @@ def build_brightness_model(path: Path, side: int = 320) -> Path:
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, side, side])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1, side, side])],
     )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def build_slow_model(path: Path, convs: int = 6, channels: int = 96) -> Path:
+    """A u2net-shaped graph that takes a noticeable time per call (3x3 convs): for queueing and overload tests."""
+    rng = np.random.RandomState(0)
+    nodes, inits, previous, width = [], [], "input", 3
+    for i in range(convs + 1):
+        out_channels = 1 if i == convs else channels
+        weight = (rng.rand(out_channels, width, 3, 3).astype(np.float32) - 0.5) * 0.1
+        inits.append(onnx.numpy_helper.from_array(weight, f"w{i}"))
+        nodes.append(helper.make_node("Conv", [previous, f"w{i}"], [f"c{i}" if i < convs else "output"], pads=[1, 1, 1, 1]))
+        previous, width = f"c{i}", out_channels
+    graph = helper.make_graph(nodes, "slow", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 320, 320])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1, 320, 320])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.save(model, str(path))

