@@ -24,7 +24,10 @@ REMOVE_EXAMPLES = """examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bgremove", description="Remove image backgrounds with rembg's ONNX models.")
+    parser = argparse.ArgumentParser(prog="bgremove", description="Remove image backgrounds with rembg's ONNX models.",
+                                     epilog="Settings come from the environment or ./.env (see .env.example), e.g. "
+                                            "REMBG_MODEL_NAME, REMBG_SESSION_PATH, BATCH_CONCURRENCY. "
+                                            "Examples: bgremove remove -h")
     parser.add_argument("--version", action="version", version=f"bgremove {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 

@@ -281,3 +281,14 @@ def test_config_error_hides_keys(tmp_path):
     done = subprocess.run([os.sys.executable, "app.py"], cwd=Path(__file__).resolve().parents[1], capture_output=True,
                           text=True, env={**os.environ, "API_KEYS": "short-secret"}, timeout=60)
     assert done.returncode == 2 and "short-secret" not in done.stderr and "API_KEYS=<hidden>" in done.stderr
+
+
+def test_load_test_script_under_overload(slow_server):
+    """scripts/loadtest.py, shortened: 16 clients against a 1-slot, 2-deep queue on a slow model."""
+    from scripts.loadtest import run
+
+    report = run(slow_server.url, clients=16, seconds=8, max_requests=400, server_pid=slow_server.process.pid)
+    assert report["unexpected"] == []
+    assert report["by_status"].get("503", 0) > 0 and report["by_status"].get("200", 0) > 0
+    assert report["health_after"] == 200
+    assert report["rss_peak"] < report["rss_start"] * 1.5 + 200  # bounded: no queue growing with the load
