@@ -164,7 +164,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         env = _environment_with_dotenv()
     defaults = Settings()
     model_accepts = "one of " + ", ".join(CATALOG) + ", or the path of an existing .onnx file"
-    return Settings(
+    settings = Settings(
         model_name=_parse(env, "REMBG_MODEL_NAME", defaults.model_name, _model_name, model_accepts),
         session_path=_parse(env, "REMBG_SESSION_PATH", defaults.session_path, lambda r: Path(r).expanduser().resolve(), "a directory path"),
         max_image_size_mb=_parse(env, "MAX_IMAGE_SIZE_MB", defaults.max_image_size_mb, _positive_float, "a positive number of megabytes"),
@@ -188,6 +188,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         server_name=_parse(env, "GRADIO_SERVER_NAME", defaults.server_name, str, "a host name or IP address"),
         server_port=_parse(env, "GRADIO_SERVER_PORT", defaults.server_port, _port, "a port number 0-65535"),
     )
+    if settings.mcp_server and settings.api_keys:
+        # Gradio 6.31's MCP tools call the app without credentials, so every call would fail with a login error.
+        raise ConfigError("MCP_SERVER=1 cannot be combined with API_KEYS: Gradio's MCP tools cannot send a key.",
+                          hint="Unset one of them, or put the MCP server behind your own authenticating proxy.")
+    return settings
 
 
 def _environment_with_dotenv() -> dict[str, str]:

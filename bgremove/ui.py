@@ -169,7 +169,7 @@ def single_ui(photo: str | None, model: str, alpha_matting: bool, fg: float, bg:
     return str(target), (photo, str(target)), gr.DownloadButton(value=str(target), interactive=True), status
 
 
-def remove_api(image: str, model: str = "", alpha_matting: bool = False,
+def remove_image_background(image: str, model: str = "", alpha_matting: bool = False,
                alpha_matting_foreground_threshold: float = 240, alpha_matting_background_threshold: float = 10,
                alpha_matting_erode_size: float = 10, post_process_mask: bool = False, only_mask: bool = False,
                bg_color: str = "") -> str:
@@ -320,7 +320,7 @@ def batch_ui(files: list[Any] | None, folder: list[Any] | None, model: str, alph
            gr.DownloadButton(value=str(json_path), interactive=True), summary)
 
 
-def remove_batch_api(files: list[str], model: str = "") -> tuple[str, dict[str, Any]]:
+def remove_backgrounds_batch(files: list[str], model: str = "") -> tuple[str, dict[str, Any]]:
     """Remove backgrounds from many images or a zip. Returns a zip (PNGs + manifest.json) and the manifest.
 
     Args:
@@ -432,9 +432,9 @@ def build_ui(settings: Settings | None = None) -> gr.Blocks:
             api_manifest = gr.JSON(label="manifest")
             api_button = gr.Button()
             api_batch_button = gr.Button()
-        api_button.click(remove_api, inputs=[api_image, api_model, *api_flags], outputs=api_png,
+        api_button.click(remove_image_background, inputs=[api_image, api_model, *api_flags], outputs=api_png,
                          api_name="remove", concurrency_id=POOL)
-        api_batch_button.click(remove_batch_api, inputs=[api_files, api_model], outputs=[api_zip, api_manifest],
+        api_batch_button.click(remove_backgrounds_batch, inputs=[api_files, api_model], outputs=[api_zip, api_manifest],
                                api_name="remove_batch", concurrency_id=POOL)
         demo.load(lambda: (gr.Dropdown(choices=model_choices(settings)), gr.Dropdown(choices=model_choices(settings)), _footer()),
                   outputs=[model, batch_model, footer], api_visibility="private", queue=False)

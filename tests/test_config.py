@@ -55,3 +55,19 @@ def test_dotenv_is_read_and_the_environment_wins(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "MAX_BATCH_FILES": "9", "PYTHONPATH": str(__import__('pathlib').Path(__file__).parents[1])}
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["5", "9"]
+
+
+def test_mcp_with_api_keys_is_refused():
+    with pytest.raises(ConfigError, match="MCP_SERVER=1 cannot be combined with API_KEYS"):
+        load_settings({"MCP_SERVER": "1", "API_KEYS": "0123456789abcdef0123"})
+
+
+def test_env_example_lists_every_variable():
+    """Every variable load_settings reads is documented in .env.example, and nothing else is."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    read = set(re.findall(r'_parse\(env, "([A-Z_]+)"', (root / "bgremove" / "config.py").read_text()))
+    listed = set(re.findall(r"^([A-Z_]+)=", (root / ".env.example").read_text(), re.MULTILINE))
+    assert read - {"GRADIO_MCP_SERVER"} == listed

@@ -64,19 +64,19 @@ async def _session(url: str, work: Any) -> Any:
 def test_tools_are_listed_with_their_docstrings(mcp_server):
     tools = asyncio.run(_session(mcp_server.url, lambda s: s.list_tools())).tools
     by_name = {tool.name: tool for tool in tools}
-    assert {"remove_api", "remove_batch_api"} <= set(by_name), sorted(by_name)
-    remove = by_name["remove_api"]
+    assert {"remove_image_background", "remove_backgrounds_batch"} <= set(by_name), sorted(by_name)
+    remove = by_name["remove_image_background"]
     assert remove.description.startswith("Remove the background of one image (PNG, JPEG or WebP).")
     properties = remove.inputSchema["properties"]
     assert properties["image"]["description"].startswith("the photo to cut out")
     assert "#rrggbb" in properties["bg_color"]["description"]
     assert remove.inputSchema["required"] == ["image"]
-    assert "zip" in by_name["remove_batch_api"].description
+    assert "zip" in by_name["remove_backgrounds_batch"].description
 
 
 def test_remove_tool_cuts_out_a_data_uri_image(mcp_server):
     photo = "data:image/png;base64," + base64.b64encode(encode(square_photo((90, 60)), "PNG")).decode()
-    result = asyncio.run(_session(mcp_server.url, lambda s: s.call_tool("remove_api", {"image": photo})))
+    result = asyncio.run(_session(mcp_server.url, lambda s: s.call_tool("remove_image_background", {"image": photo})))
     assert not result.isError, result.content
     images = [item for item in result.content if item.type == "image"]
     assert len(images) == 1 and images[0].mimeType == "image/png", result.content
@@ -90,6 +90,6 @@ def test_remove_tool_cuts_out_a_data_uri_image(mcp_server):
 
 def test_remove_tool_reports_a_bad_image_as_a_tool_error(mcp_server):
     junk = "data:image/png;base64," + base64.b64encode(b"not an image at all").decode()
-    result = asyncio.run(_session(mcp_server.url, lambda s: s.call_tool("remove_api", {"image": junk})))
+    result = asyncio.run(_session(mcp_server.url, lambda s: s.call_tool("remove_image_background", {"image": junk})))
     assert result.isError
     assert "is not a supported image" in result.content[0].text and "Accepted: png" in result.content[0].text
