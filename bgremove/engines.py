@@ -9,7 +9,7 @@ pass in bf16 vs 1.6 s with onnxruntime; see scripts/bench.py).
 from __future__ import annotations
 
 import logging
-import queue
+import threading
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,9 +107,15 @@ class OrtFirstOutput:
 
 
 class OpenVinoFirstOutput:
-    """OpenVINO compiled model pruned to its first output; a pool of infer requests makes it thread-safe."""
+    """OpenVINO compiled model pruned to its first output, one inference at a time.
 
-    def __init__(self, model_path: Path, precision: str, cache_dir: Path | None, requests: int) -> None:
+    The LATENCY hint gives one stream that uses every core, so concurrent requests would only queue inside
+    OpenVINO; we queue them on a Python lock instead (waiting releases the GIL) and wait with `wait()`,
+    which releases the GIL too. Concurrent `infer()` calls from several Python threads hung here twice
+    (one thread inside the bindings, the others waiting for the GIL).
+    """
+
+    def __init__(self, model_path: Path, precision: str, cache_dir: Path | None) -> None:
         import openvino as ov
 
         core = ov.Core()
@@ -122,9 +128,8 @@ class OpenVinoFirstOutput:
             model, "CPU", {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
         )
         self._inputs = [_InputInfo(port.get_any_name()) for port in self._compiled.inputs]
-        self._pool: queue.Queue[Any] = queue.Queue()
-        for _ in range(max(1, requests)):
-            self._pool.put(self._compiled.create_infer_request())
+        self._request = self._compiled.create_infer_request()
+        self._lock = threading.Lock()
         self.precision = precision
 
     def get_inputs(self) -> list[_InputInfo]:
@@ -134,17 +139,16 @@ class OpenVinoFirstOutput:
         return [f"OpenVINO CPU {self.precision}"]
 
     def run(self, output_names: list[str] | None, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        request = self._pool.get()
-        try:
-            result = request.infer({name: np.ascontiguousarray(value) for name, value in feed.items()})
-            return [np.array(result[0], copy=True)]  # the request's buffer is reused by the next call
-        finally:
-            self._pool.put(request)
+        inputs = {name: np.ascontiguousarray(value) for name, value in feed.items()}
+        with self._lock:
+            self._request.start_async(inputs)
+            self._request.wait()
+            return [np.array(self._request.get_output_tensor(0).data, copy=True)]  # the buffer is reused
 
 
-def build_inner_session(model_path: Path, choice: EngineChoice, cache_dir: Path | None, requests: int) -> Any:
+def build_inner_session(model_path: Path, choice: EngineChoice, cache_dir: Path | None) -> Any:
     if choice.engine == "openvino":
-        return OpenVinoFirstOutput(model_path, choice.precision, cache_dir, requests)
+        return OpenVinoFirstOutput(model_path, choice.precision, cache_dir)
     return OrtFirstOutput(model_path, choice.providers)
 
 

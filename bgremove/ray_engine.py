@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -396,6 +397,7 @@ def run_ray_batch(
             connect(address, num_cpus=num_cpus, workers=workers)
         try:
             pool = _pool_size(ray, workers, gpus_per_worker, len(plan.rows))
+            log.info("%d images on %d Ray workers (model %s)", len(plan.rows), pool, plan.model)
             for row in _dataset(ray, plan, pool, gpus_per_worker).iter_rows():
                 result = _result(row)
                 resumed += bool(row["resumed"])
@@ -422,19 +424,35 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, workers:
     kwargs: dict[str, Any] = {
         "include_dashboard": False,
         "logging_level": logging.WARNING,
-        # Workers import bgremove from this upload: cluster nodes need Ray, rembg and onnxruntime, not our code.
+        # Workers import bgremove from this upload: nodes need requirements*.txt installed, not our code.
         # (Ray accepts local directories only here, at the job level, not per actor.)
         "runtime_env": {"py_modules": [bgremove]},
     }
     if address is None:
         # A new local instance; with --workers above the core count, the user asked to oversubscribe.
         kwargs["num_cpus"] = num_cpus or max(os.cpu_count() or 1, workers or 0)
+    else:
+        _check_reachable(address)
     try:
         ray.init(address=address or "local", **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise RayUnavailable(f"Could not start or join Ray at {address or 'a new local instance'} ({exc}).",
-                             hint="Check --address (host:6379, auto or ray://host:10001) and that the cluster runs "
-                                  "the same Ray and Python versions.") from exc
+                             hint="Check --address (host:6379, auto or ray://host:10001), that the cluster runs the same "
+                                  "Ray and Python versions and, if it uses token auth, RAY_AUTH_MODE=token with its "
+                                  "token in ~/.ray/auth_token or RAY_AUTH_TOKEN.") from exc
+
+
+def _check_reachable(address: str) -> None:
+    """A host:port nobody listens on makes ray.init retry for minutes; say so in seconds instead."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():  # auto, ray://...: Ray's own lookup and timeouts
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as exc:
+        raise RayUnavailable(f"No Ray cluster answers at {address} ({exc.strerror or exc}).",
+                             hint="Start one with `ray start --head` (it prints the address), or leave out --address "
+                                  "for a local one.") from None
 
 
 def _pool_size(ray: Any, workers: int | None, gpus_per_worker: float, rows: int) -> int:
@@ -443,6 +461,10 @@ def _pool_size(ray: Any, workers: int | None, gpus_per_worker: float, rows: int)
         resources = ray.cluster_resources()
         if gpus_per_worker > 0:
             workers = int(resources.get("GPU", 0) // gpus_per_worker)
+            if workers == 0:  # actors asking for GPUs would wait forever
+                raise RayUnavailable(f"--gpus-per-worker {gpus_per_worker:g}: the Ray cluster has "
+                                     f"{resources.get('GPU', 0):g} GPUs.",
+                                     hint="Leave out --gpus-per-worker, or give --workers if an autoscaler adds GPU nodes.")
         else:
             workers = int(resources.get("CPU", 1))
     return max(1, min(workers, rows))
@@ -476,11 +498,15 @@ def remove_with_ray(args: argparse.Namespace, options: RemovalOptions, settings:
     """`python -m bgremove remove ... --engine ray`: same outputs, manifest and exit codes as the local engine."""
     from tqdm import tqdm
 
-    import_ray()  # before listing or loading anything: a one-line error if Ray is missing
-    plan = plan_batch(args.inputs, args.output, options, settings=settings)
-    with tqdm(total=plan.count, unit="img", desc="removing", file=sys.stderr, disable=None) as bar:
-        report = run_ray_batch(plan, address=args.address, workers=args.workers,
-                               gpus_per_worker=args.gpus_per_worker or 0.0, on_result=lambda _: bar.update(1))
+    ray = import_ray()  # before listing or loading anything: a one-line error if Ray is missing
+    connect(args.address, workers=args.workers)  # and one if the cluster is not there, before a long listing
+    try:
+        plan = plan_batch(args.inputs, args.output, options, settings=settings)
+        with tqdm(total=plan.count, unit="img", desc="removing", file=sys.stderr, disable=None) as bar:
+            report = run_ray_batch(plan, workers=args.workers, gpus_per_worker=args.gpus_per_worker or 0.0,
+                                   on_result=lambda _: bar.update(1))
+    finally:
+        ray.shutdown()  # a local instance stops; a cluster only loses this job
     manifest = report.manifest
     if args.json:
         print(json.dumps(manifest, indent=2))

@@ -141,20 +141,19 @@ class SessionCache:
     def _build_session(self, key: str, choice: EngineChoice) -> Any:
         """Our min-max session for u2net/isnet models; rembg's class (with our engine inside) for the rest."""
         cache_dir = self.settings.session_path / "openvino-cache"
-        requests = self.settings.max_concurrent_inferences
         if is_custom_model(key):
             normalization = CUSTOM_FAMILIES[models.custom_model_family(Path(key))]
-            return MinMaxMaskSession(key, build_inner_session(Path(key), choice, cache_dir, requests), normalization)
+            return MinMaxMaskSession(key, build_inner_session(Path(key), choice, cache_dir), normalization)
         if key in MIN_MAX_MODELS:
             path = models.find_model_file(key, self.settings)
             assert path is not None  # pulled above
-            return MinMaxMaskSession(key, build_inner_session(path, choice, cache_dir, requests), MIN_MAX_MODELS[key])
+            return MinMaxMaskSession(key, build_inner_session(path, choice, cache_dir), MIN_MAX_MODELS[key])
         cls, kwargs = models.session_class(key)
         if key in RUN_THROUGH_REMBG:
             return self._rembg_session(cls, key, choice.providers, kwargs)
         session = cls.__new__(cls)  # rembg's __init__ would load the graph once more in onnxruntime
         session.model_name = key
-        return attach(session, build_inner_session(Path(cls.download_models(**kwargs)), choice, cache_dir, requests))
+        return attach(session, build_inner_session(Path(cls.download_models(**kwargs)), choice, cache_dir))
 
     @staticmethod
     def _rembg_session(cls: type[BaseSession], key: str, providers: tuple[str, ...], kwargs: dict[str, Any]) -> BaseSession:

@@ -94,7 +94,7 @@ choice = choose_engine({engine!r}, "auto")
 class Holder: pass
 paths = {[str(p) for p in photos]!r}
 started = time.perf_counter()
-inner = build_inner_session(model_file("{MODEL}", settings), choice, None, 1)
+inner = build_inner_session(model_file("{MODEL}", settings), choice, None)
 holder = Holder(); holder.inner_session = inner
 feeds = [fast_normalize(holder, Image.open(p), (0.5, 0.5, 0.5), (1.0, 1.0, 1.0), (1024, 1024)) for p in paths]
 load = time.perf_counter() - started
@@ -132,6 +132,7 @@ class Server:
             if self.process.poll() is not None:
                 break
             time.sleep(0.5)
+        self.stop()
         raise RuntimeError(f"{name} did not start; see {self.log.name}")
 
     def rss_mib(self) -> float:

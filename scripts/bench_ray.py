@@ -71,9 +71,12 @@ def main() -> None:
         ray_engine.connect(num_cpus=os.cpu_count())
         try:
             address = ray.get_runtime_context().gcs_address
+            # Ray >= 2.5x starts clusters with token auth: a client needs RAY_AUTH_MODE=token (the token
+            # itself is read from ~/.ray/auth_token). ray.init set it in our environment; pass it on.
+            joined_env = {**env, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
             for run in range(args.runs):
                 joined = [*ray_args, "--address", address]
-                results["ray, joined"].append(timed([*base, "-o", str(work / f"out-joined-{run}"), *joined], env))
+                results["ray, joined"].append(timed([*base, "-o", str(work / f"out-joined-{run}"), *joined], joined_env))
         finally:
             ray.shutdown()
     print(f"{len(PHOTOS)} photos, {os.cpu_count()} CPUs, median of {args.runs} runs (wall time of the whole command)")

@@ -21,7 +21,7 @@ from bgremove import ray_engine
 from bgremove.batch import inputs_from_paths
 from bgremove.config import Settings, load_settings
 from bgremove.pipeline import RemovalOptions
-from tests.conftest import decode_png, encode
+from tests.conftest import decode_png, encode, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 EXIF_ORIENTATION = 0x0112
@@ -88,11 +88,14 @@ def local_run(photos: Path, env: dict[str, str], tmp_path_factory: pytest.TempPa
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[str]:
     """One local Ray with 2 CPUs for the module; yields its address for `--address`."""
+    environ = dict(os.environ)  # ray.init sets RAY_AUTH_MODE; the CLI subprocess below inherits it to join
     ray_engine.connect(num_cpus=2)
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
+        os.environ.clear()
+        os.environ.update(environ)
 
 
 def run_ray(photos: Path | str, out: Path | str, settings: Settings) -> ray_engine.RayBatchReport:
@@ -178,6 +181,14 @@ def test_without_ray_the_cli_says_what_to_install(photos, env, tmp_path):
     assert done.stderr.strip().count("\n") == 0
     assert "pip install -r requirements-ray.txt" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_unreachable_cluster_fails_in_seconds(photos, env, tmp_path):
+    done = run_cli("remove", str(photos), "-o", str(tmp_path / "out"), "--engine", "ray",
+                   "--address", f"127.0.0.1:{free_port()}", env=env)
+    assert done.returncode == 2, done.stderr
+    assert "No Ray cluster answers at 127.0.0.1:" in done.stderr and "ray start --head" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
 
 
 def test_local_engine_stays_ray_free(photos, env, tmp_path):
