@@ -184,13 +184,14 @@ def main() -> int:
     parser.add_argument("--soak", type=int, default=200, help="requests before the second RSS reading")
     parser.add_argument("--square", type=int, default=0, help="resize the photos to NxN (0: natural sizes)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--cli-only", action="store_true", help="floors and CLI runs only (no servers, no rembg)")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.samples, args.soak = 2, 6, 40
 
     work = Path(tempfile.mkdtemp(prefix="bgremove-bench-"))
     photos = make_photos(work / "photos", args.square or None)
-    rembg = ensure_rembg_venv()
+    rembg = None if args.cli_only else ensure_rembg_venv()
     subprocess.run([sys.executable, "-m", "bgremove", "models", "pull", MODEL], check=True, cwd=ROOT)
     results: dict[str, list[float]] = {k: [] for k in ("floor_ort", "floor_ov", "ours", "rembg", "ours_rss", "rembg_rss")}
 
@@ -201,11 +202,19 @@ def main() -> int:
                                    str(work / f"ours-{round_index}")])
         results["ours"].append(wall), results["ours_rss"].append(rss)
         log(f"ours CLI: {wall:.2f} s, peak RSS {rss:.0f} MiB")
-        wall, rss = timed_process([str(rembg), "p", "-m", MODEL, str(work / "photos"), str(work / f"rembg-{round_index}")])
-        results["rembg"].append(wall), results["rembg_rss"].append(rss)
-        log(f"rembg p: {wall:.2f} s, peak RSS {rss:.0f} MiB")
+        if rembg is not None:
+            wall, rss = timed_process([str(rembg), "p", "-m", MODEL, str(work / "photos"), str(work / f"rembg-{round_index}")])
+            results["rembg"].append(wall), results["rembg_rss"].append(rss)
+            log(f"rembg p: {wall:.2f} s, peak RSS {rss:.0f} MiB")
         results["floor_ov"].append(floor_seconds("openvino", photos))
 
+    if rembg is None:
+        med = {k: statistics.median(v) for k, v in results.items() if v}
+        print(f"\nCLI only, {len(photos)} photos ({args.square or 'natural'}), medians of {args.rounds}: "
+              f"floor onnxruntime {med['floor_ort']:.2f} s, floor OpenVINO {med['floor_ov']:.2f} s, "
+              f"our CLI {med['ours']:.2f} s (ours / fastest floor {med['ours'] / min(med['floor_ort'], med['floor_ov']):.2f}, "
+              f"ours / onnxruntime floor {med['ours'] / med['floor_ort']:.2f}), peak RSS {med['ours_rss']:.0f} MiB")
+        return 0
     last = args.rounds - 1  # fresh output folders every round: rembg p skips outputs that exist
     quality = {p.stem: alpha_difference(work / f"ours-{last}" / f"{p.stem}.png", work / f"rembg-{last}" / f"{p.stem}.png")
                for p in photos}
