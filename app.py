@@ -21,13 +21,14 @@ from bgremove.errors import ConfigError
 from bgremove.observability import RequestContext, configure_logging
 from bgremove.models import use_model_home
 from bgremove.sessions import get_cache
-from bgremove.startup import start_warmup
+from bgremove.startup import limit_heap_growth, start_warmup
 from bgremove.ui import CSS, build_ui, remove_work_files, start_sweeper, ui_login
 
 
 def create_app() -> FastAPI:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
+    limit_heap_growth()
     use_model_home(settings)
     if settings.mcp_server and importlib.util.find_spec("mcp") is None:  # Gradio would fail with a traceback
         raise ConfigError("MCP_SERVER=1 needs the mcp package.", hint="Run: pip install -r requirements-mcp.txt")

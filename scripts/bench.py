@@ -232,9 +232,9 @@ def main() -> int:
     failures: dict[str, int] = {s.name: 0 for s in servers}
     throughput: dict[str, list[float]] = {s.name: [] for s in servers}
     try:
-        for server in servers:  # warm-up: rembg s loads its model on the first request
-            for _ in range(2):
-                post(server, photo, photos[0].name)
+        for server in servers:  # warm-up: one pass over the photos (rembg s loads its model on the first request)
+            for path in photos:
+                post(server, path.read_bytes(), path.name)
         rss_warm = ours.rss_mib()
         for _ in range(args.samples):
             for server in servers:
