@@ -123,11 +123,11 @@ def resolve_name(name: str | None, settings: Settings) -> str:
 # --- session classes -------------------------------------------------------------
 
 
-def session_class(name: str) -> tuple[type[BaseSession], dict[str, Any]]:
+def session_class(name: str) -> type[BaseSession]:
     """rembg's session class for a catalog model (custom models use bgremove.engines.MinMaxMaskSession)."""
     from rembg.sessions import sessions
 
-    return sessions[name], {}
+    return sessions[name]
 
 
 def custom_model_family(path: Path) -> str:

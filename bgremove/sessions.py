@@ -114,6 +114,7 @@ class SessionCache:
             return next(reversed(self._loaded.values())).provider if self._loaded else None
 
     def clear(self) -> None:
+        """Unload every model (the next get() loads again)."""
         with self._lock:
             self._loaded.clear()
 
@@ -148,20 +149,20 @@ class SessionCache:
             path = models.find_model_file(key, self.settings)
             assert path is not None  # pulled above
             return MinMaxMaskSession(key, build_inner_session(path, choice, cache_dir), MIN_MAX_MODELS[key])
-        cls, kwargs = models.session_class(key)
+        cls = models.session_class(key)
         if key in RUN_THROUGH_REMBG:
-            return self._rembg_session(cls, key, choice.providers, kwargs)
+            return self._rembg_session(cls, key, choice.providers)
         session = cls.__new__(cls)  # rembg's __init__ would load the graph once more in onnxruntime
         session.model_name = key
-        return attach(session, build_inner_session(Path(cls.download_models(**kwargs)), choice, cache_dir))
+        return attach(session, build_inner_session(Path(cls.download_models()), choice, cache_dir))
 
     @staticmethod
-    def _rembg_session(cls: type[BaseSession], key: str, providers: tuple[str, ...], kwargs: dict[str, Any]) -> BaseSession:
+    def _rembg_session(cls: type[BaseSession], key: str, providers: tuple[str, ...]) -> BaseSession:
         import onnxruntime as ort
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # rembg's CUDA fallback warning: we log our own
-            return cls(key, ort.SessionOptions(), providers=list(providers), **kwargs)
+            return cls(key, ort.SessionOptions(), providers=list(providers))
 
     @property
     def engine(self) -> EngineChoice:
