@@ -393,7 +393,7 @@ def main() -> int:
         sys.path.insert(0, str(ROOT))
         from tests.conftest import start_server
 
-        server = start_server(workdir / "server")
+        server = start_server(workdir / "server", RESULT_TTL_SECONDS="5")  # UI/gradio files expire fast
         url = server.url
     before = temp_files(workdir / "server")
     started = time.perf_counter()
@@ -405,7 +405,9 @@ def main() -> int:
     if server is not None:
         from tests.conftest import stop_server
 
-        leftovers = {p for p in temp_files(workdir / "server") - before if "gradio" not in p.parts}
+        deadline = time.monotonic() + 30  # REST keeps nothing; UI and gradio_client files live RESULT_TTL_SECONDS
+        while (leftovers := temp_files(workdir / "server") - before) and time.monotonic() < deadline:
+            time.sleep(1)
         stop_server(server)
     else:
         leftovers = set()
@@ -414,7 +416,9 @@ def main() -> int:
     print("|" + "-" * 16 + "|-------|-----|-----|-----|-------|-------|")
     for channel, row in summarise(outcomes).items():
         print(f"| {channel:14} | {row['cases']:5} | {row['2xx']:3} | {row['4xx']:3} | {row['5xx']:3} | {row['crash']:5} | {row['wrong']:5} |")
-    print(f"\ntemporary files left by the server (outside Gradio's TTL cache): {len(leftovers)}")
+    print(f"\ntemporary files left by the server 30 s after the run (RESULT_TTL_SECONDS=5): {len(leftovers)}")
+    for path in sorted(leftovers)[:10]:
+        print(f"  {path}")
     for outcome in [o for o in outcomes if not o.ok][:30]:
         print(f"WRONG {outcome.channel} {outcome.case.name}: {outcome.status} {outcome.message}")
     return 0 if all(o.ok for o in outcomes) and not leftovers else 1

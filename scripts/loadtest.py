@@ -130,6 +130,8 @@ def run(url: str, clients: int, seconds: float, max_requests: int, server_pid: i
                     problem, status = f"{type(exc).__name__}: {exc}", "error"
                 with lock:
                     samples.append(Sample(kind, status, time.perf_counter() - started, problem))
+                if status == 503:  # a polite client backs off as Retry-After asks (capped at 2 s here)
+                    time.sleep(min(2.0, float(response.headers.get("retry-after", "1"))))
 
     def watch_memory() -> None:
         while time.monotonic() < deadline + 5 and server_pid:

@@ -130,6 +130,7 @@ def free_port() -> int:
 
 def start_server(workdir: Path, **env: str) -> LiveServer:
     """`python app.py` on 127.0.0.1 and a random port; returns once /api/health says ready."""
+    workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     full_env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
                 "TMPDIR": str(workdir), "GRADIO_TEMP_DIR": str(workdir / "gradio"), **env}
