@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -185,20 +185,6 @@ def metrics() -> Response:
     return Response(payload, media_type=content_type)
 
 
-def _options(model: str | None, alpha_matting: bool, fg: int, bg: int, erode: int, post_process_mask: bool,
-             only_mask: bool, bg_color: str | None) -> RemovalOptions:
-    return RemovalOptions(
-        model=model or None,
-        alpha_matting=alpha_matting,
-        alpha_matting_foreground_threshold=fg,
-        alpha_matting_background_threshold=bg,
-        alpha_matting_erode_size=erode,
-        post_process_mask=post_process_mask,
-        only_mask=only_mask,
-        bg_color=parse_color(bg_color) if bg_color else None,
-    ).validate()
-
-
 def _read_upload(upload: UploadFile, limit: int) -> bytes:
     data = upload.file.read(limit + 1)
     if len(data) > limit:
@@ -212,7 +198,7 @@ def _content_disposition(filename: str) -> str:
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
 
 
-Model = Annotated[str | None, Form(description="Model name or .onnx path; default REMBG_MODEL_NAME")]
+Model = Annotated[str | None, Form(description="Model name from GET /api/models; default REMBG_MODEL_NAME")]
 AlphaMatting = Annotated[bool, Form(description="Refine edges with alpha matting (slower)")]
 ForegroundThreshold = Annotated[int, Form(ge=0, le=255)]
 BackgroundThreshold = Annotated[int, Form(ge=0, le=255)]
@@ -222,15 +208,7 @@ OnlyMask = Annotated[bool, Form(description="Return the mask instead of the cuto
 BgColor = Annotated[str | None, Form(description="Background fill: #rrggbb[aa] or r,g,b[,a]")]
 
 
-@router.post(
-    "/remove",
-    response_class=Response,
-    responses={200: {"content": {"image/png": {}}, "description": "The cutout as a PNG with alpha"},
-               400: {"description": "Not a supported image"}, 413: {"description": "Over the size limit"},
-               503: {"description": "Model unavailable"}},
-)
-def remove(
-    file: Annotated[UploadFile, File(description="A PNG, JPEG or WebP image")],
+def removal_options(
     model: Model = None,
     alpha_matting: AlphaMatting = False,
     alpha_matting_foreground_threshold: ForegroundThreshold = 240,
@@ -239,11 +217,33 @@ def remove(
     post_process_mask: PostProcess = False,
     only_mask: OnlyMask = False,
     bg_color: BgColor = None,
-) -> Response:
+) -> RemovalOptions:
+    """The optional form fields both removal endpoints share, as one validated RemovalOptions."""
+    return RemovalOptions(
+        model=model or None,
+        alpha_matting=alpha_matting,
+        alpha_matting_foreground_threshold=alpha_matting_foreground_threshold,
+        alpha_matting_background_threshold=alpha_matting_background_threshold,
+        alpha_matting_erode_size=alpha_matting_erode_size,
+        post_process_mask=post_process_mask,
+        only_mask=only_mask,
+        bg_color=parse_color(bg_color) if bg_color else None,
+    ).validate()
+
+
+Options = Annotated[RemovalOptions, Depends(removal_options)]
+
+
+@router.post(
+    "/remove",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "The cutout as a PNG with alpha"},
+               400: {"description": "Not a supported image"}, 413: {"description": "Over the size limit"},
+               503: {"description": "Model unavailable"}},
+)
+def remove(file: Annotated[UploadFile, File(description="A PNG, JPEG or WebP image")], options: Options) -> Response:
     """Remove the background of one image; metadata comes back in X-* headers."""
     settings = get_settings()
-    options = _options(model, alpha_matting, alpha_matting_foreground_threshold, alpha_matting_background_threshold,
-                       alpha_matting_erode_size, post_process_mask, only_mask, bg_color)
     result = remove_background(_read_upload(file, settings.max_image_bytes), file.filename, options)
     return Response(
         content=result.png,
@@ -264,20 +264,10 @@ def remove(
     responses={200: {"content": {"application/zip": {}}, "description": "PNGs plus manifest.json"}},
 )
 def remove_batch(
-    files: Annotated[list[UploadFile], File(description="One zip of images, or several image files")],
-    model: Model = None,
-    alpha_matting: AlphaMatting = False,
-    alpha_matting_foreground_threshold: ForegroundThreshold = 240,
-    alpha_matting_background_threshold: BackgroundThreshold = 10,
-    alpha_matting_erode_size: ErodeSize = 10,
-    post_process_mask: PostProcess = False,
-    only_mask: OnlyMask = False,
-    bg_color: BgColor = None,
+    files: Annotated[list[UploadFile], File(description="One zip of images, or several image files")], options: Options
 ) -> StreamingResponse:
     """Remove backgrounds from many images; returns a zip with one PNG per success and manifest.json."""
     settings = get_settings()
-    options = _options(model, alpha_matting, alpha_matting_foreground_threshold, alpha_matting_background_threshold,
-                       alpha_matting_erode_size, post_process_mask, only_mask, bg_color)
     inputs = batch_inputs(files, settings)
     try:
         spool = tempfile.TemporaryFile(prefix="bgremove-batch-")  # anonymous: gone when closed, even on a crash
