@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import decode_png, encode, square_photo
+from tests.conftest import decode_png, encode, square_photo, zip_of
 
 
 @pytest.fixture(scope="module")
@@ -23,14 +23,6 @@ def http(tiny_server):
 
 def post_image(http, data: bytes, name: str = "photo.png", **fields: str) -> httpx.Response:
     return http.post("/api/remove", files={"file": (name, data)}, data=fields)
-
-
-def zip_of(entries: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
-        for name, data in entries.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 def read_zip(response: httpx.Response) -> tuple[dict[str, bytes], dict]:

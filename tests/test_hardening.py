@@ -8,7 +8,6 @@ import shutil
 import socket
 import subprocess
 import time
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from tests.conftest import build_slow_model, decode_png, encode, square_photo, start_server, stop_server
+from tests.conftest import build_slow_model, decode_png, encode, square_photo, start_server, stop_server, zip_of
 
 KEYS = ("k3y-0123456789abcdef", "k3y-fedcba9876543210")
 
@@ -176,7 +175,7 @@ def post_ok(server) -> bool:
 
 
 def test_client_disconnect_mid_batch_leaves_the_server_serving(slow_server):
-    archive = zip_bytes({f"{i}.png": photo_png() for i in range(4)})
+    archive = zip_of({f"{i}.png": photo_png() for i in range(4)})
     with socket.create_connection(("127.0.0.1", int(slow_server.url.rsplit(":", 1)[1]))) as sock:
         body = (b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.zip\"\r\n\r\n" + archive + b"\r\n--b--\r\n")
         sock.sendall(b"POST /api/remove/batch HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
@@ -184,16 +183,6 @@ def test_client_disconnect_mid_batch_leaves_the_server_serving(slow_server):
         time.sleep(0.3)  # the batch is running; hang up
     assert post_ok(slow_server)
     assert httpx.get(f"{slow_server.url}/api/health").json()["ready"] is True
-
-
-def zip_bytes(entries: dict[str, bytes]) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in entries.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 # --- faults -------------------------------------------------------------------------------------------
@@ -249,7 +238,7 @@ def test_rest_keeps_no_files(tiny_server):
     watched = [workdir / "gradio", workdir / "bgremove-ui"] + [p for p in workdir.iterdir() if p.is_dir() and p.name.startswith("tmp")]
     before = files_under(workdir)
     assert httpx.post(f"{tiny_server.url}/api/remove", files={"file": ("p.png", photo_png((1200, 900)))}).status_code == 200
-    archive = zip_bytes({"a.png": photo_png(), "b.png": photo_png()})
+    archive = zip_of({"a.png": photo_png(), "b.png": photo_png()})
     assert httpx.post(f"{tiny_server.url}/api/remove/batch", files={"files": ("a.zip", archive)}).status_code == 200
     new = {p for p in files_under(workdir) - before if not p.name.endswith(".log")}
     assert new == set(), new
