@@ -33,6 +33,8 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from scripts.loadtest import rss_mib  # noqa: E402  (one RSS reader for both measuring scripts)
 VENV = ROOT / ".bench-venv"
 MODEL = "isnet-general-use"
 PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "motorcycle"]
@@ -137,17 +139,7 @@ class Server:
 
     def rss_mib(self) -> float:
         """RSS of the server process and its children."""
-        total = 0
-        pids = [self.process.pid] + [int(p) for p in subprocess.run(["pgrep", "-P", str(self.process.pid)],
-                                                                   capture_output=True, text=True).stdout.split()]
-        for pid in pids:
-            try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-            except FileNotFoundError:
-                pass
-        return total / 1024
+        return rss_mib(self.process.pid)
 
     def stop(self) -> None:
         self.process.terminate()
