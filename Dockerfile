@@ -1,7 +1,7 @@
 # bgremove: the Gradio UI at /, REST at /api, on port 7860, with the default model baked in at build time.
 #   docker build -t bgremove .                      (another model: --build-arg MODEL=u2net)
 #   docker run -p 7860:7860 bgremove                (or: docker compose up -d)
-#   docker run --rm -i bgremove python -m bgremove remove - < photo.jpg > photo.png
+#   docker run --rm -i bgremove bgremove remove - < photo.jpg > photo.png   (the CLI, installed in the image)
 
 # --- builder: Python packages in a venv, and the model pulled with our own command -------------------
 FROM python:3.11-slim AS builder
@@ -18,10 +18,14 @@ ENV PIP_NO_CACHE_DIR=1 \
     PATH=/opt/venv/bin:$PATH
 RUN python -m venv /opt/venv
 WORKDIR /app
+# Dependencies first (their layer survives code changes), then bgremove itself: the `bgremove` command and
+# `python -m bgremove` work in any folder of the container.
 COPY requirements.txt .
 RUN pip install -r requirements.txt
-
+COPY pyproject.toml ./
 COPY bgremove/ bgremove/
+RUN pip install --no-deps .
+
 ARG MODEL=isnet-general-use
 RUN REMBG_SESSION_PATH=/models REMBG_MODEL_NAME=${MODEL} python -m bgremove models pull
 
@@ -29,6 +33,7 @@ RUN REMBG_SESSION_PATH=/models REMBG_MODEL_NAME=${MODEL} python -m bgremove mode
 FROM python:3.11-slim
 
 ARG MODEL=isnet-general-use
+# GRADIO_SERVER_NAME: the app listens on 127.0.0.1 unless told otherwise; a container must listen on all interfaces.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     REMBG_SESSION_PATH=/models \
@@ -42,8 +47,8 @@ COPY --from=builder /opt/venv /opt/venv
 # Owned by the app user: pulling another model or OpenVINO's compile cache writes here.
 COPY --from=builder --chown=app:app /models /models
 WORKDIR /app
+# bgremove itself is in /opt/venv (installed above); the server's entry point and the UI's example photos:
 COPY app.py ./
-COPY bgremove/ bgremove/
 COPY assets/ assets/
 
 USER 1000:1000

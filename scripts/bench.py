@@ -88,9 +88,9 @@ def floor_seconds(engine: str, photos: list[Path]) -> float:
 import time, sys, numpy as np
 from pathlib import Path
 from PIL import Image
-from bgremove.config import load_settings
-from bgremove.engines import choose_engine, build_inner_session, fast_normalize
-from bgremove.models import model_file
+from bgremove.core.settings import load_settings
+from bgremove.core.engines import choose_engine, build_inner_session, fast_normalize
+from bgremove.core.store import model_file
 settings = load_settings({{}})
 choice = choose_engine({engine!r}, "auto")
 class Holder: pass

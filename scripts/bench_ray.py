@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
 
-    from bgremove import ray_engine
+    from bgremove.batch import ray as ray_engine
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:

@@ -229,6 +229,14 @@ def generate_cases(seed: int = 7) -> list[Case]:
         Case("form-empty-filename", b"", "either", (64, 48), endpoint="form", form=[("file", ("", png))]),
         Case("form-huge-filename", b"", "either", (64, 48), endpoint="form", form=[("file", ("x" * 5000 + ".png", png))]),
         Case("form-traversal-filename", b"", "ok", (64, 48), endpoint="form", form=[("file", ("../../../etc/passwd.png", png))]),
+        Case("form-bad-size", b"", "4xx", endpoint="form", form=[("file", ("a.png", png)), ("size", "huge")]),
+        Case("form-bad-margin", b"", "4xx", endpoint="form", form=[("file", ("a.png", png)), ("crop", "true"), ("crop_margin", "80%")]),
+        Case("form-bad-scale", b"", "4xx", endpoint="form", form=[("file", ("a.png", png)), ("scale", "0%")]),
+        Case("form-unknown-option", b"", "4xx", endpoint="form", form=[("file", ("a.png", png)), ("bg_colour", "white")]),
+        Case("form-file-and-url", b"", "4xx", endpoint="form", form=[("file", ("a.png", png)), ("image_url", "https://example.com/a.png")]),
+        Case("form-file-url", b"", "4xx", endpoint="form", form=[("image_url", "file:///etc/passwd")]),
+        Case("form-loopback-url", b"", "4xx", endpoint="form", form=[("image_url", "http://127.0.0.1:9/a.png")]),
+        Case("form-bg-image-not-an-image", b"", "4xx", endpoint="form", form=[("file", ("a.png", png)), ("bg_image", ("b.png", b"junk"))]),
     ]
     return cases + forms
 
@@ -268,35 +276,37 @@ def judge(case: Case, status: int, body: bytes, channel: str) -> Outcome:
     if case.expect == "ok":
         return Outcome(case, channel, status, False, f"refused a valid input: {body[:200]!r}")
     try:
-        detail = json.loads(body)["detail"]
+        answer = json.loads(body)
+        detail, hint = answer["detail"], answer["hint"]
     except (ValueError, KeyError, TypeError):
-        return Outcome(case, channel, status, False, "4xx without a JSON detail")
-    return Outcome(case, channel, status, bool(detail), "")
+        return Outcome(case, channel, status, False, f"4xx without a JSON detail and hint: {body[:200]!r}")
+    ok = isinstance(detail, str) and bool(detail) and isinstance(hint, str)
+    return Outcome(case, channel, status, ok, "" if ok else f"4xx with detail {detail!r}, hint {hint!r}")
 
 
-def run_rest(url: str, cases: list[Case], headers: dict[str, str] | None = None) -> list[Outcome]:
+def run_rest(client: httpx.Client, cases: list[Case]) -> list[Outcome]:
+    """Every case through /api/remove or /api/remove/batch, then /api/health. `client` is an httpx.Client on a
+    server's URL, or a FastAPI TestClient on the app in-process (the same calls)."""
     outcomes = []
-    with httpx.Client(base_url=url, timeout=120, headers=headers) as client:
-        for case in cases:
-            try:
-                if case.endpoint == "single":
-                    response = client.post("/api/remove", files={"file": (case.name, case.data)})
-                elif case.endpoint == "batch":
-                    response = client.post("/api/remove/batch", files={"files": (case.name, case.data)})
-                else:
-                    files = [(k, v) for k, v in case.form if isinstance(v, tuple)]
-                    fields: dict[str, list[str]] = {}
-                    for key, value in case.form:
-                        if isinstance(value, str):
-                            fields.setdefault(key, []).append(value)
-                    response = client.post("/api/remove", files=files or None, data=fields or None)
-                outcome = judge(case, response.status_code, response.content, "rest")
-            except httpx.HTTPError as exc:
-                outcome = Outcome(case, "rest", "crash", False, f"{type(exc).__name__}: {exc}")
-            health = _health(client)
-            if not health:
-                outcome = Outcome(case, "rest", "crash", False, "health stopped answering")
-            outcomes.append(outcome)
+    for case in cases:
+        try:
+            if case.endpoint == "single":
+                response = client.post("/api/remove", files={"file": (case.name, case.data)})
+            elif case.endpoint == "batch":
+                response = client.post("/api/remove/batch", files={"files": (case.name, case.data)})
+            else:
+                files = [(k, v) for k, v in case.form if isinstance(v, tuple)]
+                fields: dict[str, list[str]] = {}
+                for key, value in case.form:
+                    if isinstance(value, str):
+                        fields.setdefault(key, []).append(value)
+                response = client.post("/api/remove", files=files or None, data=fields or None)
+            outcome = judge(case, response.status_code, response.content, "rest")
+        except httpx.HTTPError as exc:
+            outcome = Outcome(case, "rest", "crash", False, f"{type(exc).__name__}: {exc}")
+        if not _health(client):
+            outcome = Outcome(case, "rest", "crash", False, "health stopped answering")
+        outcomes.append(outcome)
     return outcomes
 
 
@@ -391,19 +401,20 @@ def main() -> int:
     url = args.url
     if url is None:
         sys.path.insert(0, str(ROOT))
-        from tests.conftest import start_server
+        from scripts.server import start_server
 
         server = start_server(workdir / "server", RESULT_TTL_SECONDS="5")  # UI/gradio files expire fast
         url = server.url
     before = temp_files(workdir / "server")
     started = time.perf_counter()
-    outcomes = run_rest(url, cases)
+    with httpx.Client(base_url=url, timeout=120) as client:
+        outcomes = run_rest(client, cases)
     if not args.skip_gradio:
         outcomes += run_gradio(url, cases, workdir)
     if not args.skip_cli:
         outcomes += run_cli(cases, workdir / "cli", {})
     if server is not None:
-        from tests.conftest import stop_server
+        from scripts.server import stop_server
 
         deadline = time.monotonic() + 30  # REST keeps nothing; UI and gradio_client files live RESULT_TTL_SECONDS
         while (leftovers := temp_files(workdir / "server") - before) and time.monotonic() < deadline:

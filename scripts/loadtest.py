@@ -171,7 +171,7 @@ def main() -> int:
     url, pid = args.url, None
     if url is None:
         sys.path.insert(0, str(ROOT))
-        from tests.conftest import start_server
+        from scripts.server import start_server
 
         server = start_server(Path(tempfile.mkdtemp(prefix="bgremove-load-")))
         url, pid = server.url, server.process.pid
@@ -179,7 +179,7 @@ def main() -> int:
         report = run(url, args.clients, args.seconds, args.max_requests, pid)
     finally:
         if server is not None:
-            from tests.conftest import stop_server
+            from scripts.server import stop_server
 
             stop_server(server)
     print(f"\nload test: {args.clients} clients, {args.seconds:.0f} s on {url}")

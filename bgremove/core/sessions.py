@@ -1,0 +1,162 @@
+"""The cache of loaded models: shared, thread-safe, bounded, with typed errors.
+
+N concurrent first requests for a model load it once (a lock per model); a failed load
+is not cached; at most MAX_LOADED_MODELS stay loaded (least recently used goes), so
+stepping through the model list cannot exhaust memory. Every model runs on our own engine
+session (bgremove.core.engines) with its family's maths (bgremove.core.registry): no rembg
+session object is built or called.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from PIL import Image
+
+from bgremove.core import store
+from bgremove.core.engines import CUDA, EngineChoice, InferenceSession, build_session, choose_engine, image_tensor
+from bgremove.core.errors import ModelCorrupt, ModelUnavailable
+from bgremove.core.registry import CATALOG, FAMILIES, ModelFamily, Prediction, is_custom_model
+from bgremove.core.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to run: `predict` is the whole model step of the pipeline."""
+
+    name: str  # catalog name, or the custom model's absolute path
+    provider: str  # what it really runs on, e.g. "OpenVINO CPU bf16" or "CPUExecutionProvider"
+    load_seconds: float
+    family: type[ModelFamily]
+    inner: InferenceSession = field(repr=False)
+
+    def predict(self, image: Image.Image) -> Prediction:
+        """Masks at the model's resolution for an RGB image at full resolution (float, not resized back)."""
+        family = self.family
+        return family.predict(self.inner.run(image_tensor(image, family.side, family.mean, family.std)))
+
+
+class SessionCache:
+    """Loaded models by name (or custom model path), least recently used first."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._load_locks: dict[str, threading.Lock] = {}
+        self.loads = 0  # how many sessions were really built (tests check one per model)
+        self._warned_fallback = False
+        self._engine: EngineChoice | None = None
+        self._slots = threading.BoundedSemaphore(settings.max_concurrent_inferences)
+        self._waiting = 0
+
+    @contextmanager
+    def inference_slot(self) -> Iterator[None]:
+        """Bound forward passes across every door (REST threads, UI, batch): memory stays flat under load."""
+        with self._lock:
+            self._waiting += 1
+        try:
+            self._slots.acquire()
+        finally:
+            with self._lock:
+                self._waiting -= 1
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for an inference slot right now."""
+        return self._waiting
+
+    def get(self, name: str | None = None) -> LoadedModel:
+        key = store.resolve_name(name, self.settings)
+        with self._lock:
+            if key in self._loaded:
+                self._loaded.move_to_end(key)
+                return self._loaded[key]
+            load_lock = self._load_locks.setdefault(key, threading.Lock())
+        with load_lock:
+            with self._lock:
+                if key in self._loaded:
+                    self._loaded.move_to_end(key)
+                    return self._loaded[key]
+            loaded = self._load(key)
+            with self._lock:
+                self._loaded[key] = loaded
+                while len(self._loaded) > self.settings.max_loaded_models:
+                    evicted, _ = self._loaded.popitem(last=False)
+                    log.info("Unloaded model %s (MAX_LOADED_MODELS=%d)", evicted, self.settings.max_loaded_models)
+            return loaded
+
+    def loaded_names(self) -> list[str]:
+        with self._lock:
+            return list(self._loaded)
+
+    def active_provider(self) -> str | None:
+        """The execution provider the most recently used session really runs on."""
+        with self._lock:
+            return next(reversed(self._loaded.values())).provider if self._loaded else None
+
+    def clear(self) -> None:
+        """Unload every model (the next get() loads again)."""
+        with self._lock:
+            self._loaded.clear()
+
+    @property
+    def engine(self) -> EngineChoice:
+        """The engine every session of this cache runs on, chosen once (INFERENCE_ENGINE, OPENVINO_PRECISION)."""
+        if self._engine is None:
+            self._engine = choose_engine(self.settings.inference_engine, self.settings.openvino_precision)
+            log.info("Inference engine: %s", self._engine.label)
+        return self._engine
+
+    def _load(self, key: str) -> LoadedModel:
+        started = time.perf_counter()
+        if is_custom_model(key):
+            path = Path(key)
+            family = FAMILIES[store.custom_model_family(path)]
+        else:
+            path = store.pull(key, self.settings)
+            family = CATALOG[key].family
+        choice = self.engine
+        try:
+            inner = build_session(path, choice, self.settings.session_path / "openvino-cache")
+        except Exception as exc:  # onnxruntime and OpenVINO raise their own error types from C++
+            raise self._load_error(key, exc) from exc
+        if CUDA in choice.providers and inner.provider != CUDA and not self._warned_fallback:
+            self._warned_fallback = True
+            log.warning("CUDA was requested but onnxruntime fell back to %s: check the CUDA/cuDNN libraries.", inner.provider)
+        self.loads += 1
+        seconds = time.perf_counter() - started
+        log.info("Loaded model %s on %s in %.2fs", key, inner.provider, seconds)
+        return LoadedModel(name=key, provider=inner.provider, load_seconds=seconds, family=family, inner=inner)
+
+    def _load_error(self, key: str, exc: Exception) -> ModelUnavailable:
+        reason = store.short_reason(exc)
+        if is_custom_model(key):
+            return ModelCorrupt(
+                f"Custom model {key} could not be loaded ({reason}).",
+                hint="Check that the file is a complete ONNX export of a u2net or isnet model.",
+            )
+        return ModelCorrupt(
+            f"Model file for {key!r} is corrupt or incomplete ({reason}).",
+            hint=f"Run `{store.pull_command(key)}` to download it again.",
+        )
+
+
+@lru_cache(maxsize=1)
+def get_cache() -> SessionCache:
+    """The process-wide cache, built from the process settings (entry points only; code under test passes its own)."""
+    return SessionCache(get_settings())

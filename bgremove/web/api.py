@@ -1,0 +1,218 @@
+"""REST API under /api: thin handlers over the core. Parse (options from the schema, see `deps`), call the
+pipeline or the batch engine, shape the answer; errors are mapped in `web.errors`.
+
+Handlers are plain `def`: FastAPI runs them in its thread pool, so inference never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator
+from pathlib import PurePath
+from typing import IO, Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, File, Form, UploadFile
+from fastapi.responses import Response, StreamingResponse
+
+from bgremove import __version__
+from bgremove.batch.engine import inputs_from_files, run_batch
+from bgremove.batch.sinks import ZipSink
+from bgremove.core.errors import BgRemoveError, ImageTooLarge, InvalidOption, StorageFull
+from bgremove.core.fetch import FetchPolicy, fetch_url
+from bgremove.core.observability import LOADED, WAITING, metrics_payload
+from bgremove.core.pipeline import Result, remove_background
+from bgremove.core.registry import CATALOG, is_custom_model
+from bgremove.core.settings import Settings
+from bgremove.core.store import catalog_entry, list_models
+from bgremove.web.deps import AppSettings, Cache, Options, Warmup
+from bgremove.web.errors import DISK_ERRNOS, ApiRoute
+
+router = APIRouter(prefix="/api", tags=["background removal"], route_class=ApiRoute)
+
+SPOOL_IN_MEMORY_BYTES = 4 * 1024 * 1024  # a batch's zip stays in memory up to this, then spills to TMPDIR
+EXPOSED_HEADERS = ["Content-Disposition", "X-Request-ID", "X-Processing-Seconds", "X-Model", "X-Image-Width",
+                   "X-Image-Height", "X-Format", "X-Foreground-Top", "X-Foreground-Left", "X-Foreground-Width",
+                   "X-Foreground-Height", "X-Confidence", "X-Foreground-Found", "X-Batch-Count", "X-Batch-Completed",
+                   "X-Batch-Failed"]
+
+ImageFile = Annotated[UploadFile | None, File(description="The image: PNG, JPEG or WebP (or send image_url instead)")]
+ImageUrl = Annotated[str | None, Form(description="An http(s) URL of the image, fetched by the server (or send file "
+                                                  "instead). Private networks are refused unless URL_ALLOW_PRIVATE_NETWORKS "
+                                                  "is set.")]
+BackgroundImage = Annotated[UploadFile | None, File(description="An image laid behind the subject, scaled to cover "
+                                                                "and centred")]
+BatchFiles = Annotated[list[UploadFile], File(description="One zip of images (folders inside are kept), or several "
+                                                          "image files")]
+
+
+def read_upload(upload: UploadFile, limit: int, field: str = "file") -> bytes:
+    """At most `limit` bytes of an upload (the guard already refused bodies far above it)."""
+    data = upload.file.read(limit + 1)
+    if len(data) > limit:
+        raise ImageTooLarge(f"{upload.filename or field} is larger than the limit of {limit / 1024 / 1024:g} MB.",
+                            hint="Send a smaller file or raise MAX_IMAGE_SIZE_MB.")
+    return data
+
+
+def fetch_image(url: str, settings: Settings) -> bytes:
+    """The bytes behind `image_url`, fetched under the SSRF rules and the upload size limit."""
+    policy = FetchPolicy(max_bytes=settings.max_image_bytes, timeout_seconds=settings.url_fetch_timeout_seconds,
+                         allow_private_networks=settings.url_allow_private_networks)
+    try:
+        return fetch_url(url, policy)
+    except BgRemoveError as exc:  # fetch's messages are clauses ("the server answered 404"): say what they are about
+        raise type(exc)(f"image_url could not be fetched: {exc.message}.", hint=exc.hint) from exc
+
+
+def image_input(file: UploadFile | None, image_url: str | None, settings: Settings) -> tuple[bytes, str]:
+    """Exactly one of `file` and `image_url`: its bytes and a name for the output."""
+    if (file is None) == (image_url is None):
+        both = file is not None
+        raise InvalidOption("Send either `file` or `image_url`, not both." if both else "No image was sent.",
+                            hint="Upload the image as the form field `file` (curl -F file=@photo.jpg), or give its "
+                                 "address as `image_url`.")
+    if file is not None:
+        return read_upload(file, settings.max_image_bytes), file.filename or "image"
+    assert image_url is not None
+    name = PurePath(image_url.split("?", 1)[0].split("#", 1)[0].rstrip("/")).name
+    return fetch_image(image_url.strip(), settings), name or "image"
+
+
+def content_disposition(filename: str) -> str:
+    ascii_name = filename.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
+
+
+def result_headers(result: Result) -> dict[str, str]:
+    """The shared metadata keys as X-* headers (foreground box only when a subject was found)."""
+    headers = {
+        "Content-Disposition": content_disposition(result.output_name),
+        "X-Processing-Seconds": f"{result.seconds:.4f}",
+        "X-Model": result.model,
+        "X-Image-Width": str(result.width),
+        "X-Image-Height": str(result.height),
+        "X-Format": result.format,
+        "X-Confidence": f"{result.confidence:.4f}",
+        "X-Foreground-Found": "true" if result.foreground_found else "false",
+    }
+    if result.foreground is not None:
+        box = result.foreground
+        headers |= {"X-Foreground-Top": str(box.top), "X-Foreground-Left": str(box.left),
+                    "X-Foreground-Width": str(box.width), "X-Foreground-Height": str(box.height)}
+    return headers
+
+
+@router.post(
+    "/remove",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}, "application/zip": {}},
+                     "description": "The result in the chosen format; metadata in X-* headers"},
+               400: {"description": "Not a supported image"}, 413: {"description": "Over the size limit"},
+               422: {"description": "An option is not valid"}, 503: {"description": "Model unavailable"}},
+)
+def remove(options: Options, settings: AppSettings, cache: Cache, file: ImageFile = None, image_url: ImageUrl = None,
+           bg_image: BackgroundImage = None) -> Response:
+    """Remove the background of one image (an upload or a URL) and shape the output as the options ask."""
+    data, name = image_input(file, image_url, settings)
+    background = read_upload(bg_image, settings.max_image_bytes, "bg_image") if bg_image is not None else None
+    result = remove_background(data, name, options, settings=settings, cache=cache, bg_image=background)
+    return Response(content=result.data, media_type=result.media_type, headers=result_headers(result))
+
+
+@router.post(
+    "/remove/batch",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/zip": {}},
+                     "description": "One output per success (named <stem>.<ext>) plus manifest.json"}},
+)
+def remove_batch(files: BatchFiles, options: Options, settings: AppSettings, cache: Cache,
+                 bg_image: BackgroundImage = None) -> StreamingResponse:
+    """Remove backgrounds from many images with the same options; a file that fails is listed in manifest.json
+    with its error and hint, and the others are still processed."""
+    inputs = inputs_from_files([(upload.filename or "", upload.file) for upload in files], settings)
+    background = read_upload(bg_image, settings.max_image_bytes, "bg_image") if bg_image is not None else None
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES, prefix="bgremove-batch-")  # noqa: SIM115
+    try:
+        sink = ZipSink(spool)
+        for item in run_batch(inputs, options, settings=settings, cache=cache, bg_image=background):
+            sink.add(item)
+        manifest = sink.close(PurePath(options.model or settings.model_name).name)
+        size = spool.tell()
+        spool.seek(0)
+    except OSError as exc:
+        with contextlib.suppress(OSError):  # closing flushes, which fails the same way on a full disk
+            spool.close()
+        if exc.errno in DISK_ERRNOS:
+            raise StorageFull(f"The temporary directory {tempfile.gettempdir()} is full or read-only ({exc.strerror}); "
+                              "no partial result was sent.") from exc
+        raise
+    except BaseException:
+        spool.close()
+        raise
+    return StreamingResponse(
+        _stream_and_close(spool),
+        media_type="application/zip",
+        headers={
+            "Content-Disposition": content_disposition("bgremove-results.zip"),
+            "Content-Length": str(size),
+            "X-Batch-Count": str(manifest["count"]),
+            "X-Batch-Completed": str(manifest["completed"]),
+            "X-Batch-Failed": str(manifest["failed"]),
+        },
+    )
+
+
+def _stream_and_close(spool: IO[bytes], chunk: int = 1 << 20) -> Iterator[bytes]:
+    try:
+        while block := spool.read(chunk):
+            yield block
+    finally:
+        spool.close()
+
+
+@router.get("/models")
+def models(settings: AppSettings) -> dict[str, Any]:
+    """The model catalog: which models are on disk now, and the licence, source and sha256 of each file."""
+    return {"default": settings.model_name, "models": [entry.to_dict() for entry in list_models(settings)]}
+
+
+@router.get("/health")
+def health(settings: AppSettings, cache: Cache, warmup: Warmup) -> dict[str, Any]:
+    """Ready when the default model is loaded; what start-up is doing meanwhile; the default model's licence,
+    source and checksum; the loaded models and the engine they really run on."""
+    return {
+        "status": warmup.status,
+        "ready": warmup.status == "ready",
+        "message": warmup.message,
+        "error": warmup.error,
+        "default_model": settings.model_name,
+        "default_model_info": default_model_info(settings),
+        "loaded_models": cache.loaded_names(),
+        "provider": cache.active_provider(),
+        "waiting_for_inference": cache.waiting,
+        "version": __version__,
+    }
+
+
+def default_model_info(settings: Settings) -> dict[str, Any]:
+    """Licence, source and sha256 of the default model's weights (issue 17.3: what is really on disk)."""
+    name = settings.model_name
+    if is_custom_model(name):
+        return {"name": PurePath(name).name, "license": "unknown (custom model)", "source": "a custom .onnx file",
+                "sha256": None, "on_disk": True}
+    entry = catalog_entry(CATALOG[name], settings)
+    return {"name": name, "license": entry.license, "source": entry.source, "sha256": entry.sha256,
+            "on_disk": entry.on_disk}
+
+
+def metrics(cache: Cache) -> Response:
+    """Prometheus metrics (protected by API_KEYS like the rest of the API)."""
+
+    def refresh() -> None:
+        WAITING.set(cache.waiting)
+        LOADED.set(len(cache.loaded_names()))
+
+    payload, content_type = metrics_payload(refresh)
+    return Response(payload, media_type=content_type)

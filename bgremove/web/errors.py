@@ -1,0 +1,186 @@
+"""The native API's one error shape, `{"detail": str, "hint": str}`, for every status, mapped in one place.
+
+Core errors keep their message and hint (status from HTTP_STATUS); FastAPI's validation errors are worded by
+`core.options.describe_error`, so a bad option reads the same as at the CLI or the UI; 404/405 under /api and
+unexpected exceptions (500, logged, no traceback sent) get the same shape. Gradio's own routes are a separate
+app mounted at / and keep their own errors.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import tempfile
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
+
+from bgremove.core.errors import (
+    BgRemoveError,
+    ConfigError,
+    CorruptImage,
+    ImageTooLarge,
+    InvalidOption,
+    ModelUnavailable,
+    StorageFull,
+    UnsupportedFormat,
+)
+from bgremove.core.fetch import UrlFetchFailed
+from bgremove.core.observability import request_id
+from bgremove.core.options import describe_error
+
+log = logging.getLogger(__name__)
+
+HTTP_STATUS: dict[type[BgRemoveError], int] = {
+    StorageFull: 507,
+    UnsupportedFormat: 400,
+    CorruptImage: 400,
+    ImageTooLarge: 413,
+    InvalidOption: 422,
+    ModelUnavailable: 503,
+    ConfigError: 500,
+    UrlFetchFailed: 400,  # image_url could not be fetched (remove.bg answers the same)
+}
+RETRY_AFTER_SECONDS = "30"  # 503 (model unavailable) and 507 (disk full): worth retrying later, not at once
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)  # a full or read-only TMPDIR
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+# Hints for the HTTP-level refusals that carry no hint of their own.
+STATUS_HINTS: dict[int, str] = {
+    400: "Check the request against GET /docs.",
+    401: "Send an API key as `X-API-Key: KEY` or `Authorization: Bearer KEY`.",
+    404: "See GET /docs for the API's endpoints.",
+    413: "Send a smaller file or raise MAX_IMAGE_SIZE_MB / MAX_BATCH_UNCOMPRESSED_MB.",
+    422: "Check the request against GET /docs.",
+}
+UPLOAD_FIELDS: dict[str, str] = {
+    "file": "Send the image as a multipart/form-data file field named `file`, e.g. `curl -F file=@photo.jpg ...`.",
+    "files": "Send images or zips as multipart/form-data file fields named `files`, e.g. `curl -F files=@photos.zip ...`.",
+    "bg_image": "Send the background as a multipart/form-data file field named `bg_image`.",
+}
+
+
+def status_for(exc: BgRemoveError) -> int:
+    """The HTTP status of a core error: the nearest class in HTTP_STATUS, else 500."""
+    for cls in type(exc).__mro__:
+        if cls in HTTP_STATUS:
+            return HTTP_STATUS[cls]
+    return 500
+
+
+def error_response(status: int, detail: str, hint: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """The one error body of the native API."""
+    return JSONResponse({"detail": detail, "hint": hint}, status_code=status, headers=dict(headers or {}) or None)
+
+
+def is_native_path(path: str) -> bool:
+    """Paths whose errors this module shapes (Gradio's and remove.bg's routes answer their own way)."""
+    return path == "/api" or path.startswith("/api/") or path == "/metrics"
+
+
+async def core_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BgRemoveError)
+    status = status_for(exc)
+    headers = {"Retry-After": RETRY_AFTER_SECONDS} if status in (503, 507) else None
+    return error_response(status, exc.message, exc.hint, headers)
+
+
+async def validation_error(_: Request, exc: Exception) -> Response:
+    """FastAPI's 422 in our shape: a missing upload says which field to send; anything else is worded by the schema."""
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    if not errors:
+        return error_response(422, "The request is not valid.", STATUS_HINTS[422])
+    first = errors[0]
+    location = [part for part in first.get("loc", ()) if isinstance(part, str) and part not in ("body", "query", "form")]
+    name = location[0] if location else ""  # ("body", "files", 0): the field, not the list index
+    if first.get("type") == "missing":
+        return error_response(422, f"The form field {name!r} is required.", UPLOAD_FIELDS.get(name, STATUS_HINTS[422]))
+    if name in UPLOAD_FIELDS:
+        return error_response(422, f"The form field {name!r} must be a file upload.", UPLOAD_FIELDS[name])
+    problem = describe_error(first)
+    return error_response(422, problem.message, problem.hint)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's HTTP errors (404, 405, 413 while streaming, ...) in our shape under /api; elsewhere FastAPI's."""
+    assert isinstance(exc, StarletteHTTPException)
+    if not is_native_path(request.url.path):
+        return await http_exception_handler(request, exc)
+    cause = exc.__cause__
+    if isinstance(cause, OSError) and cause.errno in DISK_ERRNOS:  # FastAPI's 400 when the upload cannot be spooled
+        return await core_error(request, StorageFull(
+            f"The temporary directory {tempfile.gettempdir()} is full or read-only ({cause.strerror}); "
+            "the upload could not be stored."))
+    hint = getattr(exc, "hint", None) or STATUS_HINTS.get(exc.status_code, "")
+    return error_response(exc.status_code, str(exc.detail), hint, exc.headers)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    """Last resort (an exception outside any route, e.g. in a middleware): logged, never sent to the client."""
+    log.error("Unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return internal_error_response()
+
+
+def internal_error_response() -> JSONResponse:
+    return error_response(500, "Internal error: the request could not be completed.",
+                          f"Retry; if it happens again, report request id {request_id.get()} with the server log.")
+
+
+class ApiRoute(APIRoute):
+    """A route whose unexpected exceptions become our 500 inside the app, so request ids, metrics and CORS still
+    apply (Starlette sends `Exception` handlers' responses from its outermost middleware, outside all of those)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except (StarletteHTTPException, RequestValidationError, BgRemoveError):
+                raise  # mapped by the handlers above
+            except Exception:
+                log.exception("Unexpected error on %s %s", request.method, request.url.path)
+                return internal_error_response()
+
+        return guarded
+
+
+async def not_found(request: Request) -> Response:
+    """Any other /api path: 405 with Allow when the path exists for other methods, else 404."""
+    path = request.url.path
+    allowed = allowed_methods(request)
+    if allowed:
+        return error_response(405, f"{request.method} is not allowed on {path}.", f"Use {', '.join(allowed)}.",
+                              {"Allow": ", ".join(allowed)})
+    return error_response(404, f"There is no endpoint at {path}.", STATUS_HINTS[404])
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods some real route answers at this path (asked through Starlette's own matching, so routers
+    included at any depth count; the Gradio mount and this fallback do not)."""
+    routes = [route for route in request.app.router.routes
+              if not isinstance(route, Mount) and getattr(route, "endpoint", None) is not not_found]
+    return [method for method in ALL_METHODS if method != request.method
+            and any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every error of the native API to `{"detail", "hint"}`.
+
+    Call after every router under /api is included and before Gradio is mounted at /: the fallback route
+    answers every other /api path, which would otherwise reach Gradio's app.
+    """
+    app.add_exception_handler(BgRemoveError, core_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected_error)
+    for path in ("/api", "/api/{path:path}"):
+        app.add_api_route(path, not_found, methods=ALL_METHODS, include_in_schema=False)

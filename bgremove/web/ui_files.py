@@ -1,0 +1,91 @@
+"""Where the Gradio door keeps its outputs: one fresh folder per request, swept after RESULT_TTL_SECONDS.
+
+Gradio copies what a handler returns into its own cache (cleared by `delete_cache`); these folders hold the
+originals. Messages never name the server's folders: a person in a browser cannot act on a server path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import gradio as gr
+
+from bgremove.core.errors import StorageFull
+from bgremove.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# One folder per process: shutting one server down (or a test's app) never deletes another's results.
+WORK_ROOT = Path(tempfile.gettempdir()) / "bgremove-ui" / str(os.getpid())
+
+
+def job_dir() -> Path:
+    """A fresh folder for one request's outputs."""
+    try:
+        WORK_ROOT.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix="job-", dir=WORK_ROOT))
+    except OSError as exc:
+        log.error("Cannot create a result folder under %s: %s", WORK_ROOT, exc)
+        raise StorageFull(f"The server cannot store results right now ({exc.strerror}).") from exc
+
+
+def save(data: bytes, folder: Path, name: str) -> Path:
+    """`data` as `folder/name`; a failed write leaves no partial file to hand out."""
+    target = folder / name
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    except OSError as exc:
+        target.unlink(missing_ok=True)
+        log.error("Cannot write %s: %s", target, exc)
+        raise StorageFull(f"The server cannot store the result right now ({exc.strerror}).") from exc
+    return target
+
+
+def read_limited(path: str | Path, limit: int) -> bytes:
+    """At most `limit` + 1 bytes: the pipeline reports "too large" on the extra byte."""
+    with open(path, "rb") as handle:
+        return handle.read(limit + 1)
+
+
+def sweep_expired(ttl: int) -> None:
+    """Delete result folders older than `ttl` (also those a crashed process left), and Gradio's stray upload temp
+    files (`tmp*` in its cache root, which Gradio 6.31 sometimes leaves after moving an upload); `delete_cache`
+    handles the rest."""
+    cutoff = time.time() - ttl
+    for job in WORK_ROOT.parent.glob("*/job-*"):
+        if job.is_dir() and job.stat().st_mtime < cutoff:
+            shutil.rmtree(job, ignore_errors=True)
+    gradio_root = Path(gr.utils.get_upload_folder())
+    if gradio_root.is_dir():
+        for stray in gradio_root.glob("tmp*"):
+            if stray.is_file() and stray.stat().st_mtime < cutoff:
+                stray.unlink(missing_ok=True)
+
+
+def start_sweeper(settings: Settings) -> threading.Thread:
+    """Sweep every few seconds (half the TTL, at most a minute), for the life of the process."""
+    ttl = settings.result_ttl_seconds
+
+    def loop() -> None:
+        while True:
+            time.sleep(max(1, min(60, ttl // 2)))
+            try:
+                sweep_expired(ttl)
+            except OSError as exc:
+                log.warning("Could not delete expired results: %s", exc)
+
+    thread = threading.Thread(target=loop, name="bgremove-sweeper", daemon=True)
+    thread.start()
+    return thread
+
+
+def remove_work_files() -> None:
+    """At shutdown: results are not kept across restarts (Gradio clears its own cache the same way)."""
+    shutil.rmtree(WORK_ROOT, ignore_errors=True)

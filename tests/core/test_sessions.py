@@ -1,0 +1,182 @@
+"""The session cache and the prediction contract: one load under concurrency, failures not cached, LRU bound,
+bounded forward passes, float masks at model resolution, the same masks on every engine, no rembg at run time."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from bgremove.core import engines, store
+from bgremove.core.engines import image_tensor
+from bgremove.core.errors import ModelCorrupt
+from bgremove.core.registry import Isnet, U2net
+from bgremove.core.sessions import SessionCache
+from bgremove.core.warmup import WarmupState, warm
+from tests.conftest import build_brightness_model, square_photo
+from tests.core.conftest import CLOSED_PORT
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_prediction_is_float_at_model_resolution(cache, tiny_model):
+    loaded = cache.get()
+    photo = square_photo((300, 200))
+    prediction = loaded.predict(photo)
+    (mask,) = prediction.masks
+    assert loaded.family is U2net and mask.shape == (320, 320) and mask.dtype == np.float32  # not resized back
+    assert mask.min() == 0 and mask.max() == 1
+    assert len(np.unique(mask)) > 2  # not quantised: the LANCZOS edge keeps in-between values
+    assert mask[160, 160] > 0.9 and mask[5, 5] < 0.1  # the bright rectangle is the subject
+    graph = ort.InferenceSession(str(tiny_model), providers=["CPUExecutionProvider"])
+    output = graph.run(None, {"input": image_tensor(photo, 320, U2net.mean, U2net.std)})[0][0, 0]
+    assert np.allclose(prediction.raw, output, atol=1e-6)  # raw: before min-max
+
+
+def test_concurrent_first_use_loads_once(cache):
+    barrier = threading.Barrier(8)
+    got = []
+
+    def worker() -> None:
+        barrier.wait()
+        got.append(cache.get())
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert cache.loads == 1
+    assert len(got) == 8 and all(item is got[0] for item in got)
+
+
+def test_failed_load_is_not_cached(settings, tiny_model):
+    cache = SessionCache(settings)
+    target = store.model_file("u2netp", settings)
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"\x08\x01garbage" * 100)
+    with pytest.raises(ModelCorrupt) as caught:
+        cache.get("u2netp")
+    assert "corrupt or incomplete" in caught.value.message
+    assert caught.value.hint == "Run `python -m bgremove models pull u2netp --force` to download it again."
+    assert cache.loaded_names() == []
+    target.write_bytes(tiny_model.read_bytes())  # "pulling again" fixes it
+    assert cache.get("u2netp").name == "u2netp"
+    assert cache.loads == 1
+
+
+def test_lru_bound(make_settings, tiny_model):
+    settings = make_settings(MAX_LOADED_MODELS="1")
+    for name in ("u2netp", "silueta"):  # two catalog models, both "on disk" as the tiny graph
+        target = store.model_file(name, settings)
+        target.parent.mkdir(parents=True)
+        target.write_bytes(tiny_model.read_bytes())
+    cache = SessionCache(settings)
+    cache.get("u2netp")
+    cache.get("silueta")
+    assert cache.loaded_names() == ["silueta"]
+    cache.get("u2netp")
+    assert cache.loads == 3 and cache.loaded_names() == ["u2netp"]
+
+
+def test_inference_slots_bound_forward_passes(make_settings):
+    cache = SessionCache(make_settings(MAX_CONCURRENT_INFERENCES="1"))
+    inside, release, second_done = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with cache.inference_slot():
+            inside.set()
+            release.wait(10)
+
+    def second() -> None:
+        with cache.inference_slot():
+            second_done.set()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    threads[0].start()
+    assert inside.wait(10)
+    threads[1].start()
+    deadline = time.monotonic() + 10
+    while cache.waiting != 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert cache.waiting == 1 and not second_done.is_set()
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert second_done.is_set() and cache.waiting == 0
+
+
+@pytest.mark.parametrize(("engine", "provider"), [("onnxruntime", "CPUExecutionProvider"), ("openvino", "OpenVINO CPU")])
+def test_active_provider_is_reported(make_settings, engine, provider):
+    cache = SessionCache(make_settings(INFERENCE_ENGINE=engine))
+    assert cache.active_provider() is None
+    loaded = cache.get()
+    assert loaded.provider.startswith(provider) and cache.active_provider() == loaded.provider
+
+
+def test_engines_give_the_same_masks(make_settings):
+    photo = square_photo((300, 200))
+    masks = []
+    for engine, precision in (("onnxruntime", "auto"), ("openvino", "f32"), ("openvino", "bf16")):
+        cache = SessionCache(make_settings(INFERENCE_ENGINE=engine, OPENVINO_PRECISION=precision))
+        masks.append(cache.get().predict(photo).masks[0])
+    assert np.abs(masks[0] - masks[1]).max() < 1e-4
+    assert np.abs(masks[0] - masks[2]).mean() < 0.01 and np.abs(masks[0] - masks[2]).max() < 0.05  # bf16
+
+
+def test_auto_engine_choice(monkeypatch):
+    monkeypatch.setattr(engines, "cpu_has_bf16", lambda: True)
+    assert engines.choose_engine("auto", "auto").label == "OpenVINO CPU bf16"
+    assert engines.choose_engine("auto", "f32").engine == "onnxruntime"  # OpenVINO f32 is no faster than onnxruntime
+    assert engines.choose_engine("onnxruntime", "auto").label == "CPUExecutionProvider"
+
+
+def test_cpu_without_bf16_falls_back_by_itself(monkeypatch):
+    monkeypatch.setattr(engines, "cpu_has_bf16", lambda: False)
+    assert engines.choose_engine("auto", "auto").engine == "onnxruntime"
+    assert engines.choose_engine("openvino", "bf16").label == "OpenVINO CPU f32"
+
+
+def test_isnet_family_custom_model_loads_outside_the_model_home(tmp_path, make_settings):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    path = build_brightness_model(elsewhere / "isnet-like.onnx", 1024)
+    settings = make_settings(REMBG_MODEL_NAME=str(path))
+    loaded = SessionCache(settings).get()
+    assert loaded.family is Isnet and loaded.predict(square_photo()).masks[0].shape == (1024, 1024)
+    assert not str(path).startswith(str(settings.session_path))
+
+
+def test_inference_never_imports_rembg(tiny_model, tmp_path):
+    """rembg's package import costs seconds (pymatting, numba): loading and predicting must not need it."""
+    code = (
+        "import sys; from PIL import Image; from bgremove.core.settings import load_settings; "
+        "from bgremove.core.sessions import SessionCache; "
+        f"s = load_settings({{'REMBG_MODEL_NAME': {str(tiny_model)!r}, 'REMBG_SESSION_PATH': {str(tmp_path)!r}}}); "
+        "SessionCache(s).get().predict(Image.new('RGB', (50, 40), 'white')); print('rembg' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
+def test_warmup_ends_ready(settings, cache):
+    state = WarmupState()
+    warm(settings, cache, state)
+    assert state.status == "ready" and state.error is None
+    assert state.message.startswith("ready: ") and cache.loaded_names() == [settings.model_name]
+
+
+def test_warmup_failure_says_what_to_do(make_settings, release_at):
+    release_at("u2netp", CLOSED_PORT + "u2netp.onnx", "md5:0")
+    settings = make_settings(REMBG_MODEL_NAME="u2netp")
+    state = WarmupState()
+    warm(settings, SessionCache(settings), state)
+    assert state.status == "error"
+    assert state.error is not None and str(store.model_file("u2netp", settings)) in state.error
+    assert state.message.startswith("default model u2netp is not available: Could not download model 'u2netp'")

@@ -1,0 +1,235 @@
+"""The Gradio door is driven by the options schema: walk `RemovalOptions.model_fields` and prove that
+
+(a) the UI builds a control for every non-api field, on both tabs, with the schema's label, bounds, choices and
+    default (and that a new field gets a control and an API parameter with no edit in the web layer);
+(b) gradio_client's /remove takes every field as a keyword argument and refuses a bad value with parse_options's
+    message and hint; /remove_batch has the same parameters.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import gradio as gr
+import pytest
+from gradio.components import Component
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from bgremove.core.errors import InvalidOption
+from bgremove.core.options import RemovalOptions, field_extra, option, parse_options
+from bgremove.core.sessions import SessionCache
+from bgremove.web import ui_controls
+from bgremove.web.ui import build_ui
+from bgremove.web.ui_api import LEGACY_ORDER, api_fields, remove_endpoint
+from bgremove.web.ui_controls import ControlContext, ControlSet, option_fields
+from tests.ui.conftest import LiveUi, write_photo
+
+FIELDS = RemovalOptions.model_fields
+UI_FIELDS = [name for name in FIELDS if field_extra(name)["group"] != "api"]
+
+
+def bounds(name: str) -> tuple[float | None, float | None]:
+    metadata = FIELDS[name].metadata
+    low = next((float(m.ge) for m in metadata if hasattr(m, "ge")), None)
+    high = next((float(m.le) for m in metadata if hasattr(m, "le")), None)
+    return low, high
+
+
+def elem(demo: gr.Blocks, elem_id: str) -> Component:
+    found = [block for block in demo.blocks.values() if getattr(block, "elem_id", None) == elem_id]
+    assert len(found) == 1, f"{elem_id}: {len(found)} components"
+    component = found[0]
+    assert isinstance(component, Component)
+    return component
+
+
+# --- (a) the UI ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> gr.Blocks:
+    from tests.ui.conftest import ui_settings
+
+    settings = ui_settings(tmp_path_factory.mktemp("doors"), tiny_model)
+    return build_ui(settings, SessionCache(settings))
+
+
+@pytest.mark.parametrize("tab", ["single", "batch"])
+@pytest.mark.parametrize("name", UI_FIELDS)
+def test_every_ui_field_has_a_control_with_the_schemas_label_bounds_choices_and_default(demo: gr.Blocks, tab: str,
+                                                                                        name: str) -> None:
+    info = FIELDS[name]
+    control = elem(demo, f"{tab}-{name.replace('_', '-')}")
+    assert control.label == field_extra(name)["label"]
+    assert control.info == info.description
+    annotation = info.annotation
+    if name == "model":  # a dropdown of the catalog; the default (None) means the server's model
+        assert isinstance(control, gr.Dropdown) and info.default is None
+        assert control.value in [value for _, value in control.choices]
+        return
+    if name == "bg_color":  # a colour picker behind the transparent / colour / image choice
+        mode = elem(demo, f"{tab}-bg-mode")
+        assert mode.value == ("transparent" if info.default is None else "colour")
+        return
+    if annotation is bool:
+        assert isinstance(control, gr.Checkbox) and control.value is info.default
+    elif typing.get_origin(annotation) is Literal:
+        assert isinstance(control, gr.Dropdown | gr.Radio)
+        assert [value for _, value in control.choices] == list(typing.get_args(annotation))
+        assert control.value == info.default
+    elif annotation is int:
+        assert isinstance(control, gr.Slider)
+        assert (control.minimum, control.maximum, control.step) == (*bounds(name), 1)
+        assert control.value == info.default
+    else:
+        assert isinstance(control, gr.Textbox) and control.value == (info.default or "")
+        assert control.placeholder == (field_extra(name).get("example") or "")
+
+
+def test_api_only_fields_have_no_ui_control(demo: gr.Blocks) -> None:
+    ids = {getattr(block, "elem_id", None) for block in demo.blocks.values()}
+    for name in set(FIELDS) - set(UI_FIELDS):
+        assert f"single-{name.replace('_', '-')}" not in ids and f"batch-{name.replace('_', '-')}" not in ids
+
+
+def test_controls_left_at_their_defaults_give_the_schemas_defaults(ui_cache: SessionCache) -> None:
+    with gr.Blocks():
+        controls = ControlSet.build(ControlContext("d", [("tiny", ui_cache.settings.model_name)], ui_cache.settings.model_name))
+    options, bg_image = controls.read([component.value for component in controls.inputs])
+    assert options == RemovalOptions(model=ui_cache.settings.model_name) and bg_image is None
+
+
+def test_sliders_that_depend_on_a_flag_start_inactive(demo: gr.Blocks) -> None:
+    for tab in ("single", "batch"):
+        for name in ("alpha_matting_foreground_threshold", "alpha_matting_background_threshold",
+                     "alpha_matting_erode_size", "crop_margin"):
+            assert elem(demo, f"{tab}-{name.replace('_', '-')}").interactive is False, name
+        assert elem(demo, f"{tab}-alpha-matting").interactive is not False
+
+
+class Extended(RemovalOptions):
+    """The schema with one more option, as the next issue will add one."""
+
+    sharpen: int = option(3, label="Sharpen", group="advanced", ge=0, le=9, description="Sharpen the edge (0-9).")
+
+
+def test_a_new_schema_field_gets_a_control_and_an_api_parameter_without_a_web_edit(
+    monkeypatch: pytest.MonkeyPatch, ui_cache: SessionCache
+) -> None:
+    monkeypatch.setattr(ui_controls, "RemovalOptions", Extended)
+    assert "sharpen" in [spec.name for spec in option_fields()]
+    with gr.Blocks():
+        controls = ControlSet.build(ControlContext("x", [("tiny", ui_cache.settings.model_name)], ui_cache.settings.model_name))
+    slider = controls.controls["sharpen"].main
+    assert isinstance(slider, gr.Slider) and (slider.minimum, slider.maximum, slider.value) == (0, 9, 3)
+    assert slider.label == "Sharpen" and slider.info == "Sharpen the edge (0-9)."
+    endpoint = remove_endpoint(ui_cache.settings, ui_cache)
+    parameter = endpoint.__signature__.parameters["sharpen"]  # type: ignore[attr-defined]
+    assert (parameter.default, parameter.annotation) == (3, int)
+    assert "    sharpen: Sharpen the edge (0-9)." in (endpoint.__doc__ or "")
+
+
+# --- (b) gradio_client --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def client(live_ui: LiveUi) -> Iterator[Client]:
+    yield Client(live_ui.url, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(write_photo(tmp_path_factory.mktemp("doors-photo") / "box.png"))
+
+
+def accepted_value(name: str, model: str) -> Any:
+    """A value other than the default that parse_options accepts for this field alone."""
+    info = FIELDS[name]
+    if name == "model":
+        return model
+    candidates: list[Any]
+    if info.annotation is bool:
+        candidates = [not info.default]
+    elif typing.get_origin(info.annotation) is Literal:
+        candidates = list(typing.get_args(info.annotation))
+    elif info.annotation is int:
+        low, high = bounds(name)
+        candidates = [int(v) for v in (high, low, ((low or 0) + (high or 0)) // 2) if v is not None]
+    else:
+        candidates = [field_extra(name).get("example")]
+    for value in candidates:
+        if value is not None and value != info.default and _parses({name: value}):
+            return value
+    raise AssertionError(f"no accepted non-default value for {name}")
+
+
+def refused_value(name: str) -> Any:
+    """A value parse_options refuses for this field alone (every field has one)."""
+    low, high = bounds(name)
+    candidates = ["maybe", "huge", "80%", "0%", "1 2", "notacolour", "nope"]
+    if high is not None:
+        candidates.insert(0, int(high) + 1)
+    value = next((v for v in candidates if not _parses({name: v})), None)
+    assert value is not None, f"no refused value for {name}"
+    return value
+
+
+def _parses(values: dict[str, Any]) -> bool:
+    try:
+        parse_options(values)
+    except InvalidOption:
+        return False
+    return True
+
+
+def test_the_endpoints_take_image_then_every_field_by_name_old_ones_first(client: Client) -> None:
+    api = client.view_api(print_info=False, return_format="dict")
+    assert set(api["named_endpoints"]) == {"/remove", "/remove_batch"} and api["unnamed_endpoints"] == {}
+    names = [p["parameter_name"] for p in api["named_endpoints"]["/remove"]["parameters"]]
+    assert names == ["image", *LEGACY_ORDER, *[n for n in FIELDS if n not in LEGACY_ORDER], "bg_image"]
+    assert sorted(names[1:-1]) == sorted(FIELDS)
+    batch = [p["parameter_name"] for p in api["named_endpoints"]["/remove_batch"]["parameters"]]
+    assert batch == ["files", *names[1:]]
+    for parameter in api["named_endpoints"]["/remove"]["parameters"][1:-1]:
+        default = FIELDS[parameter["parameter_name"]].default
+        assert parameter["parameter_has_default"] and parameter["parameter_default"] == ("" if default is None else default)
+    assert [f.name for f in api_fields()] == names[1:-1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(FIELDS))
+def test_remove_accepts_every_field_as_a_keyword(client: Client, photo: str, live_ui: LiveUi, name: str) -> None:
+    value = accepted_value(name, live_ui.settings.model_name)
+    output = client.predict(handle_file(photo), **{name: value}, api_name="/remove")
+    assert Path(output).name.startswith("box-nobg.")
+    if name == "format":
+        assert Path(output).suffix == f".{value}" or value == "auto"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(FIELDS))
+def test_remove_refuses_a_bad_value_with_the_schemas_message(client: Client, photo: str, name: str) -> None:
+    value = refused_value(name)
+    with pytest.raises(InvalidOption) as expected:
+        parse_options({name: value})
+    with pytest.raises(AppError) as refused:
+        client.predict(handle_file(photo), **{name: value}, api_name="/remove")
+    assert str(refused.value) == f"{expected.value.message} {expected.value.hint}".strip()
+
+
+def test_remove_batch_refuses_a_bad_value_with_the_same_message(client: Client, photo: str) -> None:
+    with pytest.raises(AppError, match=r"^crop_margin='80%' is not valid: .*\. Use e\.g\. 20px"):
+        client.predict([handle_file(photo)], crop_margin="80%", api_name="/remove_batch")
+
+
+def test_remove_batch_takes_the_options(client: Client, photo: str) -> None:
+    zip_path, manifest = client.predict([handle_file(photo)], format="jpg", size="preview", bg_color="ffffff",
+                                        api_name="/remove_batch")
+    item = manifest["items"][0]
+    assert (item["status"], item["output"], item["format"]) == ("completed", "box.jpg", "jpg")
+    assert item["width"] * item["height"] <= 250_000 or Image.open(photo).size == (item["width"], item["height"])
