@@ -21,5 +21,6 @@ if __name__ == "__main__":
     import uvicorn
 
     settings = app.state.settings
-    uvicorn.run(app, host=settings.server_name, port=settings.server_port, log_level=settings.log_level,
-                log_config=None)  # keep our handlers: request ids, LOG_FORMAT=json
+    uvicorn.run(
+        app, host=settings.server_name, port=settings.server_port, log_level=settings.log_level, log_config=None
+    )  # keep our handlers: request ids, LOG_FORMAT=json

@@ -124,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument(
         "--gpus-per-worker", type=float, metavar="G", help="GPUs per Ray actor, e.g. 1 or 0.5 (needs onnxruntime-gpu)"
     )
+
+    from bgremove.jobs_client import add_jobs_commands  # jobs submit|status|fetch|cancel|list: a server's /api/jobs
+
+    add_jobs_commands(commands)
     return parser
 
 
@@ -210,6 +214,10 @@ def options_from_args(args: argparse.Namespace) -> RemovalOptions:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "jobs":  # an HTTP client of a server: no settings, no model
+        from bgremove.jobs_client import run_jobs_command
+
+        return run_jobs_command(args)
     from bgremove.core.errors import BgRemoveError
 
     try:
@@ -333,9 +341,7 @@ def _remove(args: argparse.Namespace, options: RemovalOptions, settings: Setting
         return _usage_error(f"no such file or folder: {', '.join(missing)}")
     bg_image = _read_bg_image(args.bg_image, settings)
     if args.engine == "ray":
-        from bgremove.batch.ray import remove_with_ray
-
-        return remove_with_ray(args, options, settings, bg_image=bg_image)
+        return _remove_with_ray(args, options, settings, bg_image)
     uris = [str(p) for p in [*args.inputs, args.output] if not isinstance(p, Path)]
     if uris:
         return _usage_error(f"URIs need --engine ray: {', '.join(uris)}")
@@ -381,6 +387,25 @@ def _remove_locally(args: argparse.Namespace, options: RemovalOptions, settings:
         assert sink is not None
         manifest = sink.close(model)
     return report(manifest, args.json, "stdout" if stdout else str(args.output), skipped=[str(p) for p in skipped])
+
+
+def _remove_with_ray(args: argparse.Namespace, options: RemovalOptions, settings: Settings, bg_image: bytes | None) -> int:
+    """--engine ray: the same outputs, manifest and exit codes as the local engine (see bgremove.batch.ray)."""
+    from tqdm import tqdm
+
+    from bgremove.batch.ray import connect, import_ray, plan_batch, run_ray_batch
+
+    ray = import_ray()  # before listing or loading anything: a one-line error if Ray is missing
+    connect(args.address, workers=args.workers)  # and one if the cluster is not there, before a long listing
+    try:
+        plan = plan_batch(args.inputs, args.output, options, settings=settings, bg_image=bg_image)
+        with tqdm(total=plan.count, unit="img", desc="removing", file=sys.stderr, disable=None) as bar:
+            outcome = run_ray_batch(
+                plan, workers=args.workers, gpus_per_worker=args.gpus_per_worker or 0.0, on_result=lambda _: bar.update(1)
+            )
+    finally:
+        ray.shutdown()  # a local instance stops; a cluster only loses this job
+    return report(outcome.manifest, args.json, plan.output_label, skipped=plan.skipped_files, resumed=outcome.resumed)
 
 
 def report(manifest: dict[str, Any], as_json: bool, where: str, *, skipped: Iterable[str] = (), resumed: int = 0) -> int:

@@ -62,7 +62,7 @@ def add_jobs_commands(subparsers: Any) -> argparse.ArgumentParser:
     """Add `jobs submit|status|fetch|cancel|list` to the CLI's subparsers; run them with `run_jobs_command`."""
     from bgremove.cli import add_option_flags
 
-    jobs = subparsers.add_parser(
+    jobs: argparse.ArgumentParser = subparsers.add_parser(
         "jobs",
         help="batch jobs on a server: submit, follow, fetch (survive timeouts)",
         epilog=JOBS_EPILOG,

@@ -60,7 +60,7 @@ def timed_removals(client: httpx.Client, images: list[bytes], deadline: float) -
 
 def summary(seconds: list[float]) -> tuple[float, float]:
     ordered = sorted(seconds)
-    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
 
 
 def measure(url: str, args: argparse.Namespace) -> float:
@@ -102,8 +102,10 @@ def measure(url: str, args: argparse.Namespace) -> float:
     busy_median, busy_p90 = summary(busy)
     ratio = busy_median / idle_median
     print(f"idle:      {len(idle)} requests, median {idle_median:.3f} s, p90 {idle_p90:.3f} s")
-    print(f"jobs busy: {len(busy)} requests, median {busy_median:.3f} s, p90 {busy_p90:.3f} s "
-          f"({after - before} job files done in those {window:.1f} s; jobs still running at the end: {still_running})")
+    print(
+        f"jobs busy: {len(busy)} requests, median {busy_median:.3f} s, p90 {busy_p90:.3f} s "
+        f"({after - before} job files done in those {window:.1f} s; jobs still running at the end: {still_running})"
+    )
     print(f"ratio (median busy / median idle): {ratio:.2f}; p90 ratio {busy_p90 / idle_p90:.2f}")
     if not still_running:
         print("note: the jobs ended before the busy phase did; raise --files for a longer overlap")

@@ -21,6 +21,7 @@ import zipfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -47,10 +48,10 @@ def _jpeg(size: tuple[int, int], seed: int) -> bytes:
     return buffer.getvalue()
 
 
-def workload(seed: int) -> list[tuple[str, dict, tuple[int, int] | None]]:
+def workload(seed: int) -> list[tuple[str, dict[str, Any], tuple[int, int] | None]]:
     """(kind, httpx request kwargs, expected size) for single photos, small batches and invalid files."""
     rng = random.Random(seed)
-    jobs: list[tuple[str, dict, tuple[int, int] | None]] = []
+    jobs: list[tuple[str, dict[str, Any], tuple[int, int] | None]] = []
     for index in range(12):
         size = rng.choice([(320, 240), (640, 480), (800, 600), (1024, 768)])
         jobs.append(("single", {"url": "/api/remove", "files": {"file": (f"p{index}.jpg", _jpeg(size, index))}}, size))
@@ -103,7 +104,7 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def run(url: str, clients: int, seconds: float, max_requests: int, server_pid: int | None) -> dict:
+def run(url: str, clients: int, seconds: float, max_requests: int, server_pid: int | None) -> dict[str, Any]:
     jobs = workload(1)
     samples: list[Sample] = []
     lock = threading.Lock()

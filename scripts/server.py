@@ -37,8 +37,14 @@ def start_server(workdir: Path, timeout: float = 180, **env: str) -> LiveServer:
     """`python app.py` on 127.0.0.1 and a free port, TMPDIR inside `workdir`; returns once /api/health says ready."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    full_env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-                "TMPDIR": str(workdir), "GRADIO_TEMP_DIR": str(workdir / "gradio"), **env}
+    full_env = {
+        **os.environ,
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_SERVER_PORT": str(port),
+        "TMPDIR": str(workdir),
+        "GRADIO_TEMP_DIR": str(workdir / "gradio"),
+        **env,
+    }
     log_path = workdir / f"server-{port}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)

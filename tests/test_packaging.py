@@ -61,6 +61,7 @@ def test_spaces_front_matter_agrees_with_requirements():
     assert len(meta["short_description"]) <= 60  # Spaces refuses longer ones
 
 
+@pytest.mark.slow
 def test_app_module_is_what_spaces_and_uvicorn_serve(tmp_path, tiny_model):
     code = """if True:
         import json, app
@@ -80,7 +81,10 @@ def test_app_module_is_what_spaces_and_uvicorn_serve(tmp_path, tiny_model):
     assert {"/api/health", "/api/remove", "/api/remove/batch", "/api/models"} <= set(info["paths"])
     assert info["mounts"] == [""] and info["last_is_mount"]  # Gradio at "/", after the /api routes
     source = (ROOT / "app.py").read_text()
-    assert 'if __name__ == "__main__":' in source and "uvicorn.run(app, host=settings.server_name, port=settings.server_port" in source
+    assert (
+        'if __name__ == "__main__":' in source
+        and "uvicorn.run(app, host=settings.server_name, port=settings.server_port" in source
+    )
 
 
 # --- Docker ----------------------------------------------------------------------------------------
@@ -122,6 +126,12 @@ def test_dockerfile_essentials():
     runs = [args for op, args in builder if op == "RUN"]
     assert any("apt-get install" in run and " npm" in run and "nodejs" in run for run in runs)  # registry fallback
     assert "pip install -r requirements.txt" in runs
+    # bgremove itself is installed (the `bgremove` command in any folder), after the dependencies' layer and
+    # after the files its build reads.
+    steps = [f"{op} {args}" for op, args in builder]
+    install = steps.index("RUN pip install --no-deps .")
+    assert steps.index("RUN pip install -r requirements.txt") < install
+    assert {"COPY pyproject.toml ./", "COPY bgremove/ bgremove/"} <= set(steps[:install])
     pull = next(run for run in runs if "models pull" in run)
     assert pull == "REMBG_SESSION_PATH=/models REMBG_MODEL_NAME=${MODEL} python -m bgremove models pull"
     assert ("COPY", "--from=builder --chown=app:app /models /models") in runtime
@@ -144,6 +154,7 @@ def test_compose_service():
     assert service["build"] == "." and service["ports"] == ["7860:7860"]
     assert service["env_file"] == [{"path": ".env", "required": False}]
     assert service["environment"]["REMBG_SESSION_PATH"] == "/models"
+    assert service["environment"]["GRADIO_SERVER_NAME"] == "0.0.0.0"  # the app's own default is loopback only
     assert "models:/models" in [v.split("#")[0].strip() for v in service["volumes"]] and "models" in compose["volumes"]
     assert service["restart"] == "unless-stopped"
     assert service["healthcheck"]["test"] == ["CMD", *healthcheck_command()]
@@ -159,24 +170,31 @@ def test_build_stage_pull_command_runs(tmp_path, tiny_model):
     assert done.stdout.strip() == f"{tiny_model}: {tiny_model}"
 
 
+@pytest.mark.slow
 def test_image_env_serves_and_passes_its_healthcheck(tmp_path, tiny_model):
     """The runtime stage's ENV and CMD outside Docker, then the exact HEALTHCHECK command: 0 up, non-zero down."""
-    image_env = dict(pair.split("=", 1) for op, args in dockerfile_stages()[-1] if op == "ENV"
-                     for pair in shlex.split(args))
+    image_env = dict(pair.split("=", 1) for op, args in dockerfile_stages()[-1] if op == "ENV" for pair in shlex.split(args))
     for container_only in ("PATH", "REMBG_MODEL_NAME", "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"):
         image_env.pop(container_only)  # the venv, ${MODEL}, and 0.0.0.0:7860 (start_server: 127.0.0.1, a free port)
-    server = start_server(tmp_path, **{**image_env, "REMBG_SESSION_PATH": str(tmp_path / "models"),
-                                       "REMBG_MODEL_NAME": str(tiny_model)})
+    server = start_server(
+        tmp_path, **{**image_env, "REMBG_SESSION_PATH": str(tmp_path / "models"), "REMBG_MODEL_NAME": str(tiny_model)}
+    )
     check = healthcheck_command()
     try:
         port = server.url.rsplit(":", 1)[1]
-        up = subprocess.run(check, env={**os.environ, "GRADIO_SERVER_PORT": port, "HTTP_PROXY": "http://127.0.0.1:9"},
-                            capture_output=True, text=True, timeout=10)
+        up = subprocess.run(
+            check,
+            env={**os.environ, "GRADIO_SERVER_PORT": port, "HTTP_PROXY": "http://127.0.0.1:9"},
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         assert up.returncode == 0, up.stderr
     finally:
         stop_server(server)
-    down = subprocess.run(check, env={**os.environ, "GRADIO_SERVER_PORT": str(free_port())}, capture_output=True,
-                          text=True, timeout=10)
+    down = subprocess.run(
+        check, env={**os.environ, "GRADIO_SERVER_PORT": str(free_port())}, capture_output=True, text=True, timeout=10
+    )
     assert down.returncode != 0
 
 
@@ -256,10 +274,14 @@ def test_every_import_is_installed_by_a_requirements_file(source):
     """Docker and Spaces install requirements.txt only: what a module imports as it loads comes from there.
     Optional features (Ray, MCP, GPU) import inside functions and bring their own requirements file."""
     runtime = closure_of("requirements.txt")
-    optional = closure_of("requirements.txt", *sorted(p.name for p in ROOT.glob("requirements-*.txt") if p.name != "requirements-dev.txt"))
+    optional = closure_of(
+        "requirements.txt", *sorted(p.name for p in ROOT.glob("requirements-*.txt") if p.name != "requirements-dev.txt")
+    )
     at_load, later = third_party_imports(ROOT / source)
     assert not missing_from(at_load, runtime), f"{source} imports {sorted(missing_from(at_load, runtime))} as it loads"
-    assert not missing_from(later, optional), f"{source} imports {sorted(missing_from(later, optional))}, which no requirements file installs"
+    assert not missing_from(later, optional), (
+        f"{source} imports {sorted(missing_from(later, optional))}, which no requirements file installs"
+    )
 
 
 def test_core_dependencies_are_pinned_directly():
@@ -306,18 +328,36 @@ def venv_seeing_these_packages(path: Path) -> Path:
     """
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True, timeout=120)
     python = path / "bin" / "python"
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     ours = [*site.getsitepackages(), *([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])]
     ours = [folder for folder in ours if Path(folder).is_dir()]
-    (Path(purelib) / "_test_run_packages.pth").write_text(
-        f"import site, sys; [site.addsitedir(p) for p in {ours!r} if p not in sys.path]\n")
+    # One line, statements only: site.py exec()s it in a function scope that a comprehension could not see into.
+    adds = "".join(f"; {folder!r} in sys.path or site.addsitedir({folder!r})" for folder in ours)
+    (Path(purelib) / "_test_run_packages.pth").write_text(f"import site, sys{adds}\n")
     return python
 
 
 def pip_into(python: Path, *args: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index",
-                           "--no-build-isolation", "-q", *args], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--no-build-isolation",
+            "-q",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -330,11 +370,28 @@ def outside_the_checkout(tmp_path: Path, tiny_model: Path) -> tuple[Path, dict[s
     return folder, env
 
 
+@pytest.mark.slow
 def test_wheel_installs_the_bgremove_command(tmp_path, tiny_model):
     source = source_copy(tmp_path)
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-                            "-q", ".", "-w", str(tmp_path / "dist")], cwd=source, capture_output=True, text=True,
-                           timeout=300)
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            ".",
+            "-w",
+            str(tmp_path / "dist"),
+        ],
+        cwd=source,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert built.returncode == 0, built.stdout + built.stderr
     wheel = next((tmp_path / "dist").glob("bgremove-*.whl"))
     with zipfile.ZipFile(wheel) as archive:
@@ -356,15 +413,23 @@ def test_wheel_installs_the_bgremove_command(tmp_path, tiny_model):
     bgremove = python.parent / "bgremove"
     version = subprocess.run([str(bgremove), "--version"], capture_output=True, text=True, env=env, cwd=elsewhere)
     assert version.stdout.strip() == "bgremove 0.1.0", version.stderr
-    done = subprocess.run([str(bgremove), "remove", "-"], input=encode(square_photo(), "PNG"),
-                          capture_output=True, env=env, cwd=elsewhere, timeout=300)
+    done = subprocess.run(
+        [str(bgremove), "remove", "-"],
+        input=encode(square_photo(), "PNG"),
+        capture_output=True,
+        env=env,
+        cwd=elsewhere,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr.decode()
     assert done.stdout.startswith(b"\x89PNG\r\n\x1a\n")
-    where = subprocess.run([str(python), "-c", "import bgremove; print(bgremove.__file__)"],
-                           capture_output=True, text=True, env=env, cwd=elsewhere)
+    where = subprocess.run(
+        [str(python), "-c", "import bgremove; print(bgremove.__file__)"], capture_output=True, text=True, env=env, cwd=elsewhere
+    )
     assert where.stdout.startswith(str(tmp_path / "venv")), where.stdout  # the installed copy ran, not the checkout
 
 
+@pytest.mark.slow
 def test_readme_install_gives_the_cli_in_every_folder(tmp_path, tiny_model):
     """The README's `pip install -e .`: then `bgremove` and `python -m bgremove` work from any folder."""
     source = source_copy(tmp_path)
@@ -372,15 +437,23 @@ def test_readme_install_gives_the_cli_in_every_folder(tmp_path, tiny_model):
     pip_into(python, "-e", str(source))
     elsewhere, env = outside_the_checkout(tmp_path, tiny_model)
 
-    version = subprocess.run([str(python.parent / "bgremove"), "--version"], capture_output=True, text=True, env=env,
-                             cwd=elsewhere, timeout=120)
+    version = subprocess.run(
+        [str(python.parent / "bgremove"), "--version"], capture_output=True, text=True, env=env, cwd=elsewhere, timeout=120
+    )
     assert version.returncode == 0 and version.stdout.strip() == "bgremove 0.1.0", version.stderr
-    listing = subprocess.run([str(python), "-m", "bgremove", "models", "list", "--json"], capture_output=True, text=True,
-                             env=env, cwd=elsewhere, timeout=120)
+    listing = subprocess.run(
+        [str(python), "-m", "bgremove", "models", "list", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=elsewhere,
+        timeout=120,
+    )
     assert listing.returncode == 0, listing.stderr
     assert {"isnet-general-use", "u2net"} <= {row["name"] for row in json.loads(listing.stdout)}
-    where = subprocess.run([str(python), "-c", "import bgremove; print(bgremove.__file__)"],
-                           capture_output=True, text=True, env=env, cwd=elsewhere)
+    where = subprocess.run(
+        [str(python), "-c", "import bgremove; print(bgremove.__file__)"], capture_output=True, text=True, env=env, cwd=elsewhere
+    )
     assert where.stdout.strip() == str(source / "bgremove" / "__init__.py")  # editable: the source it was installed from
 
 

@@ -32,7 +32,8 @@ import sqlite3
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
@@ -48,7 +49,7 @@ from bgremove.batch.engine import (
     process_item,
 )
 from bgremove.core import store as model_store
-from bgremove.core.errors import BgRemoveError, StorageFull
+from bgremove.core.errors import BgRemoveError, ConfigError, StorageFull
 from bgremove.core.options import RemovalOptions
 from bgremove.core.sessions import LoadedModel, SessionCache
 from bgremove.core.settings import Settings
@@ -291,16 +292,22 @@ class JobStore:
         self.settings = settings
         self.root = settings.data_dir
         self.jobs_dir = self.root / "jobs"
-        self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()  # one connection, one writer at a time (SQLite serialises writers anyway)
-        self._db = sqlite3.connect(self.root / DATABASE_NAME, timeout=30, isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # a committed item survives a power cut, not just kill -9
-        self._db.execute("PRAGMA foreign_keys=ON")
-        with self._lock:
-            self._db.executescript(SCHEMA)
-        self._salt = self._owner_salt()
+        try:
+            self.jobs_dir.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.root / DATABASE_NAME, timeout=30, isolation_level=None, check_same_thread=False)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # a committed item survives a power cut, not just kill -9
+            self._db.execute("PRAGMA foreign_keys=ON")
+            with self._lock:
+                self._db.executescript(SCHEMA)
+            self._salt = self._owner_salt()
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(
+                f"DATA_DIR={self.root} cannot hold the job database ({exc}).",
+                hint="Point DATA_DIR at a writable directory on a local disk.",
+            ) from exc
 
     def close(self) -> None:
         with self._lock:
@@ -482,7 +489,7 @@ class JobStore:
         rows = self._query(f"{_JOB_SELECT} WHERE j.id = ? GROUP BY j.id", (job_id,))
         return self._job(rows[0], ()) if rows else None
 
-    def list(self, owner: str, limit: int = 100) -> list[Job]:
+    def jobs_of(self, owner: str, limit: int = 100) -> list[Job]:
         """The owner's jobs, newest first."""
         rows = self._query(
             f"{_JOB_SELECT} WHERE j.owner = ? AND j.status != 'receiving' GROUP BY j.id ORDER BY j.created DESC LIMIT ?",
@@ -757,12 +764,19 @@ class BackgroundCache:
     With fewer job workers than MAX_CONCURRENT_INFERENCES an interactive request normally finds a free slot at
     once; when slots run short (MAX_CONCURRENT_INFERENCES=1, or several doors busy) it waits at most for the one
     forward pass a job already started, and the job then steps aside until nobody is waiting.
+
+    Job threads run at a lower CPU priority (`lower_thread_priority`). Threads inherit it from the thread that
+    creates them, so models are loaded on `loader`, a thread at normal priority: an engine's thread pool built
+    during a load must not be slowed down for the interactive requests that share it.
     """
 
-    def __init__(self, cache: SessionCache, stopping: threading.Event, pause: float = 0.02) -> None:
+    def __init__(
+        self, cache: SessionCache, stopping: threading.Event, pause: float = 0.02, loader: ThreadPoolExecutor | None = None
+    ) -> None:
         self._cache = cache
         self._stopping = stopping
         self._pause = pause
+        self._loader = loader
         self._lock = threading.Lock()
         self._job_waiters = 0  # job threads inside cache.inference_slot() waiting: not interactive requests
 
@@ -775,7 +789,9 @@ class BackgroundCache:
         return self._cache.waiting
 
     def get(self, name: str | None = None) -> LoadedModel:
-        return self._cache.get(name)
+        if self._loader is None:
+            return self._cache.get(name)
+        return self._loader.submit(self._cache.get, name).result()
 
     def interactive_waiting(self) -> int:
         with self._lock:
@@ -827,7 +843,6 @@ class JobRunner:
         workers: int | None = None,
         poll_seconds: float = 1.0,
         sweep_seconds: float = 300.0,
-        post_callback: Callable[[str, dict[str, Any]], int] | None = None,
     ) -> None:
         self.settings = settings
         self.cache = cache
@@ -835,7 +850,6 @@ class JobRunner:
         self.workers = workers or max(1, settings.max_concurrent_inferences - 1)
         self.poll_seconds = poll_seconds
         self.sweep_seconds = sweep_seconds
-        self._post_callback = post_callback or self._post_json
         self._stopping = threading.Event()
         self._work = threading.Event()
         self._janitor_wake = threading.Event()
@@ -843,6 +857,7 @@ class JobRunner:
         self._active: set[str] = set()
         self._active_lock = threading.Lock()
         self._lock_file: IO[bytes] | None = None
+        self._loader: ThreadPoolExecutor | None = None
         self.job_cache = BackgroundCache(cache, self._stopping)
 
     @property
@@ -860,6 +875,10 @@ class JobRunner:
             return
         self._stopping.clear()
         self.store.recover()
+        # The loader's thread is created here, at the caller's priority (see BackgroundCache), not by a job thread.
+        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bgremove-job-loader")
+        self._loader.submit(lambda: None).result()
+        self.job_cache = BackgroundCache(self.cache, self._stopping, loader=self._loader)
         for number in range(self.workers):
             self._threads.append(threading.Thread(target=self._work_loop, name=f"bgremove-job-{number}", daemon=True))
         self._threads.append(threading.Thread(target=self._janitor_loop, name="bgremove-job-janitor", daemon=True))
@@ -875,6 +894,9 @@ class JobRunner:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._threads = []
+        if self._loader is not None:
+            self._loader.shutdown(wait=False)
+            self._loader = None
         if self._lock_file is not None:
             self._lock_file.close()  # releases the flock
             self._lock_file = None
@@ -918,6 +940,8 @@ class JobRunner:
                 self._active.add(job.id)
             try:
                 self._run(job)
+            except Exception:  # the store itself failed (disk, database): the job resumes on the next start
+                log.exception("Job %s could not be updated", job.id)
             finally:
                 with self._active_lock:
                     self._active.discard(job.id)
@@ -1054,7 +1078,7 @@ class JobRunner:
             if job is None or job.callback_url is None:
                 return
             try:
-                status = self._post_callback(job.callback_url, job.callback_payload())
+                status = self._post_json(job.callback_url, job.callback_payload())
                 log.info("Job %s: callback answered %d", job.id, status)
             except BgRemoveError as exc:
                 log.warning("Job %s: callback to its URL failed: %s", job.id, exc.message)

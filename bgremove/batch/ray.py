@@ -14,7 +14,8 @@ killed run leaves the entries of what it finished. A rerun into the same OUTDIR 
 manifest (same model) lists its input as completed under the output name this run would use, and the file
 is there and decodes completely at the listed size; its entry is carried over. Everything else runs again.
 
-Ray is optional (`pip install -r requirements-ray.txt`): nothing here imports it at module level.
+Ray is optional (`pip install -r requirements-ray.txt`): nothing here imports it at module level. The CLI door
+(`remove --engine ray`) is `bgremove.cli._remove_with_ray`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import logging
 import math
 import os
 import socket
-import sys
 import time
 import zipfile
 from collections.abc import Callable, Sequence
@@ -53,8 +53,6 @@ from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings
 
 if TYPE_CHECKING:
-    import argparse
-
     from pyarrow.fs import FileSystem
 
 log = logging.getLogger(__name__)
@@ -289,7 +287,7 @@ class RemovalWorker:
         index = int(row["index"])
         if row["previous"] is not None:
             entry: dict[str, Any] = json.loads(row["previous"])
-            if entry.get("output") == row["output"] and self._complete(entry):
+            if self._same_output(str(entry.get("output")), row["output"]) and self._complete(entry):
                 return {"index": index, "entry": json.dumps(entry), "resumed": True}
         item = self._input(row)
         result = process_item(
@@ -316,6 +314,12 @@ class RemovalWorker:
                 )
         result.release()
         return {"index": index, "entry": json.dumps(result.manifest_entry()), "resumed": False}
+
+    def _same_output(self, earlier: str, planned: str) -> bool:
+        """The name this run would write; with format=auto the encoder (so the extension) was chosen per file."""
+        if self.options.format == "auto":
+            return PurePosixPath(earlier).with_suffix("") == PurePosixPath(planned).with_suffix("")
+        return earlier == planned
 
     def _input(self, row: dict[str, Any]) -> BatchInput:
         if row["data"] is not None:
@@ -532,27 +536,3 @@ def _dataset(ray: Any, plan: RayBatchPlan, pool: int, gpus_per_worker: float) ->
         compute=ray.data.ActorPoolStrategy(size=pool),
         **remote_args,
     )
-
-
-# --- the CLI door ---------------------------------------------------------------------------------------
-
-
-def remove_with_ray(
-    args: argparse.Namespace, options: RemovalOptions, settings: Settings, *, bg_image: bytes | None = None
-) -> int:
-    """`python -m bgremove remove ... --engine ray`: same outputs, manifest and exit codes as the local engine."""
-    from tqdm import tqdm
-
-    from bgremove.cli import report
-
-    ray = import_ray()  # before listing or loading anything: a one-line error if Ray is missing
-    connect(args.address, workers=args.workers)  # and one if the cluster is not there, before a long listing
-    try:
-        plan = plan_batch(args.inputs, args.output, options, settings=settings, bg_image=bg_image)
-        with tqdm(total=plan.count, unit="img", desc="removing", file=sys.stderr, disable=None) as bar:
-            outcome = run_ray_batch(
-                plan, workers=args.workers, gpus_per_worker=args.gpus_per_worker or 0.0, on_result=lambda _: bar.update(1)
-            )
-    finally:
-        ray.shutdown()  # a local instance stops; a cluster only loses this job
-    return report(outcome.manifest, args.json, plan.output_label, skipped=plan.skipped_files, resumed=outcome.resumed)

@@ -32,34 +32,56 @@ from bgremove.web.errors import DISK_ERRNOS, ApiRoute
 router = APIRouter(prefix="/api", tags=["background removal"], route_class=ApiRoute)
 
 SPOOL_IN_MEMORY_BYTES = 4 * 1024 * 1024  # a batch's zip stays in memory up to this, then spills to TMPDIR
-EXPOSED_HEADERS = ["Content-Disposition", "X-Request-ID", "X-Processing-Seconds", "X-Model", "X-Image-Width",
-                   "X-Image-Height", "X-Format", "X-Foreground-Top", "X-Foreground-Left", "X-Foreground-Width",
-                   "X-Foreground-Height", "X-Confidence", "X-Foreground-Found", "X-Batch-Count", "X-Batch-Completed",
-                   "X-Batch-Failed"]
+EXPOSED_HEADERS = [
+    "Content-Disposition",
+    "X-Request-ID",
+    "X-Processing-Seconds",
+    "X-Model",
+    "X-Image-Width",
+    "X-Image-Height",
+    "X-Format",
+    "X-Foreground-Top",
+    "X-Foreground-Left",
+    "X-Foreground-Width",
+    "X-Foreground-Height",
+    "X-Confidence",
+    "X-Foreground-Found",
+    "X-Batch-Count",
+    "X-Batch-Completed",
+    "X-Batch-Failed",
+]
 
 ImageFile = Annotated[UploadFile | None, File(description="The image: PNG, JPEG or WebP (or send image_url instead)")]
-ImageUrl = Annotated[str | None, Form(description="An http(s) URL of the image, fetched by the server (or send file "
-                                                  "instead). Private networks are refused unless URL_ALLOW_PRIVATE_NETWORKS "
-                                                  "is set.")]
-BackgroundImage = Annotated[UploadFile | None, File(description="An image laid behind the subject, scaled to cover "
-                                                                "and centred")]
-BatchFiles = Annotated[list[UploadFile], File(description="One zip of images (folders inside are kept), or several "
-                                                          "image files")]
+ImageUrl = Annotated[
+    str | None,
+    Form(
+        description="An http(s) URL of the image, fetched by the server (or send file "
+        "instead). Private networks are refused unless URL_ALLOW_PRIVATE_NETWORKS "
+        "is set."
+    ),
+]
+BackgroundImage = Annotated[UploadFile | None, File(description="An image laid behind the subject, scaled to cover and centred")]
+BatchFiles = Annotated[list[UploadFile], File(description="One zip of images (folders inside are kept), or several image files")]
 
 
 def read_upload(upload: UploadFile, limit: int, field: str = "file") -> bytes:
     """At most `limit` bytes of an upload (the guard already refused bodies far above it)."""
     data = upload.file.read(limit + 1)
     if len(data) > limit:
-        raise ImageTooLarge(f"{upload.filename or field} is larger than the limit of {limit / 1024 / 1024:g} MB.",
-                            hint="Send a smaller file or raise MAX_IMAGE_SIZE_MB.")
+        raise ImageTooLarge(
+            f"{upload.filename or field} is larger than the limit of {limit / 1024 / 1024:g} MB.",
+            hint="Send a smaller file or raise MAX_IMAGE_SIZE_MB.",
+        )
     return data
 
 
 def fetch_image(url: str, settings: Settings) -> bytes:
     """The bytes behind `image_url`, fetched under the SSRF rules and the upload size limit."""
-    policy = FetchPolicy(max_bytes=settings.max_image_bytes, timeout_seconds=settings.url_fetch_timeout_seconds,
-                         allow_private_networks=settings.url_allow_private_networks)
+    policy = FetchPolicy(
+        max_bytes=settings.max_image_bytes,
+        timeout_seconds=settings.url_fetch_timeout_seconds,
+        allow_private_networks=settings.url_allow_private_networks,
+    )
     try:
         return fetch_url(url, policy)
     except BgRemoveError as exc:  # fetch's messages are clauses ("the server answered 404"): say what they are about
@@ -70,9 +92,10 @@ def image_input(file: UploadFile | None, image_url: str | None, settings: Settin
     """Exactly one of `file` and `image_url`: its bytes and a name for the output."""
     if (file is None) == (image_url is None):
         both = file is not None
-        raise InvalidOption("Send either `file` or `image_url`, not both." if both else "No image was sent.",
-                            hint="Upload the image as the form field `file` (curl -F file=@photo.jpg), or give its "
-                                 "address as `image_url`.")
+        raise InvalidOption(
+            "Send either `file` or `image_url`, not both." if both else "No image was sent.",
+            hint="Upload the image as the form field `file` (curl -F file=@photo.jpg), or give its address as `image_url`.",
+        )
     if file is not None:
         return read_upload(file, settings.max_image_bytes), file.filename or "image"
     assert image_url is not None
@@ -99,21 +122,37 @@ def result_headers(result: Result) -> dict[str, str]:
     }
     if result.foreground is not None:
         box = result.foreground
-        headers |= {"X-Foreground-Top": str(box.top), "X-Foreground-Left": str(box.left),
-                    "X-Foreground-Width": str(box.width), "X-Foreground-Height": str(box.height)}
+        headers |= {
+            "X-Foreground-Top": str(box.top),
+            "X-Foreground-Left": str(box.left),
+            "X-Foreground-Width": str(box.width),
+            "X-Foreground-Height": str(box.height),
+        }
     return headers
 
 
 @router.post(
     "/remove",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}, "application/zip": {}},
-                     "description": "The result in the chosen format; metadata in X-* headers"},
-               400: {"description": "Not a supported image"}, 413: {"description": "Over the size limit"},
-               422: {"description": "An option is not valid"}, 503: {"description": "Model unavailable"}},
+    responses={
+        200: {
+            "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}, "application/zip": {}},
+            "description": "The result in the chosen format; metadata in X-* headers",
+        },
+        400: {"description": "Not a supported image"},
+        413: {"description": "Over the size limit"},
+        422: {"description": "An option is not valid"},
+        503: {"description": "Model unavailable"},
+    },
 )
-def remove(options: Options, settings: AppSettings, cache: Cache, file: ImageFile = None, image_url: ImageUrl = None,
-           bg_image: BackgroundImage = None) -> Response:
+def remove(
+    options: Options,
+    settings: AppSettings,
+    cache: Cache,
+    file: ImageFile = None,
+    image_url: ImageUrl = None,
+    bg_image: BackgroundImage = None,
+) -> Response:
     """Remove the background of one image (an upload or a URL) and shape the output as the options ask."""
     data, name = image_input(file, image_url, settings)
     background = read_upload(bg_image, settings.max_image_bytes, "bg_image") if bg_image is not None else None
@@ -124,32 +163,32 @@ def remove(options: Options, settings: AppSettings, cache: Cache, file: ImageFil
 @router.post(
     "/remove/batch",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/zip": {}},
-                     "description": "One output per success (named <stem>.<ext>) plus manifest.json"}},
+    responses={
+        200: {"content": {"application/zip": {}}, "description": "One output per success (named <stem>.<ext>) plus manifest.json"}
+    },
 )
-def remove_batch(files: BatchFiles, options: Options, settings: AppSettings, cache: Cache,
-                 bg_image: BackgroundImage = None) -> StreamingResponse:
+def remove_batch(
+    files: BatchFiles, options: Options, settings: AppSettings, cache: Cache, bg_image: BackgroundImage = None
+) -> StreamingResponse:
     """Remove backgrounds from many images with the same options; a file that fails is listed in manifest.json
     with its error and hint, and the others are still processed."""
     inputs = inputs_from_files([(upload.filename or "", upload.file) for upload in files], settings)
     background = read_upload(bg_image, settings.max_image_bytes, "bg_image") if bg_image is not None else None
     spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES, prefix="bgremove-batch-")  # noqa: SIM115
+    sink = ZipSink(spool)
     try:
-        sink = ZipSink(spool)
         for item in run_batch(inputs, options, settings=settings, cache=cache, bg_image=background):
             sink.add(item)
         manifest = sink.close(PurePath(options.model or settings.model_name).name)
         size = spool.tell()
         spool.seek(0)
-    except OSError as exc:
-        with contextlib.suppress(OSError):  # closing flushes, which fails the same way on a full disk
-            spool.close()
-        if exc.errno in DISK_ERRNOS:
-            raise StorageFull(f"The temporary directory {tempfile.gettempdir()} is full or read-only ({exc.strerror}); "
-                              "no partial result was sent.") from exc
-        raise
-    except BaseException:
-        spool.close()
+    except BaseException as exc:
+        _discard(sink, spool)
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+            raise StorageFull(
+                f"The temporary directory {tempfile.gettempdir()} is full or read-only ({exc.strerror}); "
+                "no partial result was sent."
+            ) from exc
         raise
     return StreamingResponse(
         _stream_and_close(spool),
@@ -162,6 +201,14 @@ def remove_batch(files: BatchFiles, options: Options, settings: AppSettings, cac
             "X-Batch-Failed": str(manifest["failed"]),
         },
     )
+
+
+def _discard(sink: ZipSink, spool: IO[bytes]) -> None:
+    """Drop a half-written zip (closing flushes, which fails the same way on a full disk: nothing is sent anyway)."""
+    with contextlib.suppress(OSError, ValueError):
+        sink.archive.close()
+    with contextlib.suppress(OSError):
+        spool.close()
 
 
 def _stream_and_close(spool: IO[bytes], chunk: int = 1 << 20) -> Iterator[bytes]:
@@ -200,11 +247,15 @@ def default_model_info(settings: Settings) -> dict[str, Any]:
     """Licence, source and sha256 of the default model's weights (issue 17.3: what is really on disk)."""
     name = settings.model_name
     if is_custom_model(name):
-        return {"name": PurePath(name).name, "license": "unknown (custom model)", "source": "a custom .onnx file",
-                "sha256": None, "on_disk": True}
+        return {
+            "name": PurePath(name).name,
+            "license": "unknown (custom model)",
+            "source": "a custom .onnx file",
+            "sha256": None,
+            "on_disk": True,
+        }
     entry = catalog_entry(CATALOG[name], settings)
-    return {"name": name, "license": entry.license, "source": entry.source, "sha256": entry.sha256,
-            "on_disk": entry.on_disk}
+    return {"name": name, "license": entry.license, "source": entry.source, "sha256": entry.sha256, "on_disk": entry.on_disk}
 
 
 def metrics(cache: Cache) -> Response:

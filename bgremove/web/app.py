@@ -30,8 +30,10 @@ from bgremove.web.guard import ApiGuard
 
 log = logging.getLogger(__name__)
 
-DESCRIPTION = ("Background removal with rembg's ONNX models. POST an image to /api/remove, images or a zip to "
-               "/api/remove/batch; every option is a form field (see below). Errors are `{detail, hint}`.")
+DESCRIPTION = (
+    "Background removal with rembg's ONNX models. POST an image to /api/remove, images or a zip to "
+    "/api/remove/batch; every option is a form field (see below). Errors are `{detail, hint}`."
+)
 
 
 def create_app(settings: Settings | None = None, *, cache: SessionCache | None = None, ui: bool = True) -> FastAPI:
@@ -63,8 +65,9 @@ def create_app(settings: Settings | None = None, *, cache: SessionCache | None =
 
             remove_work_files()
 
-    app = FastAPI(title="bgremove", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-                  docs_url="/docs", redoc_url="/redoc")
+    app = FastAPI(
+        title="bgremove", version=__version__, description=DESCRIPTION, lifespan=lifespan, docs_url="/docs", redoc_url="/redoc"
+    )
     app.state.settings = settings
     app.state.cache = cache
     app.state.warmup = warmup
@@ -74,9 +77,13 @@ def create_app(settings: Settings | None = None, *, cache: SessionCache | None =
     app.add_middleware(ApiGuard, settings=settings)
     # Outermost last: request ids and metrics see every response; CORS answers preflights before the key check.
     # An explicit CORSMiddleware also stops Gradio adding its own permissive one. No origins: same-origin only.
-    app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
-                       allow_headers=["X-API-Key", "Authorization", "Content-Type", "X-Request-ID"],
-                       expose_headers=EXPOSED_HEADERS)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(settings.cors_origins),
+        allow_methods=["GET", "POST"],
+        allow_headers=["X-API-Key", "Authorization", "Content-Type", "X-Request-ID"],
+        expose_headers=EXPOSED_HEADERS,
+    )
     app.add_middleware(RequestContext)
     if ui:
         mount_ui(app, settings, cache)  # last: the mount at "/" would shadow any route added after it
@@ -89,16 +96,26 @@ def mount_ui(app: FastAPI, settings: Settings, cache: SessionCache) -> None:
 
     from bgremove.web.ui import CSS, build_ui, ui_login
 
-    gr.mount_gradio_app(app, build_ui(settings=settings, cache=cache), path="/", ssr_mode=False, css=CSS,
-                        theme=gr.themes.Soft(), footer_links=["api"], max_file_size=settings.max_batch_uncompressed_bytes,
-                        mcp_server=settings.mcp_server,
-                        auth=ui_login(settings) if settings.api_keys else None,
-                        auth_message="Enter any user name and one of the server's API keys as the password.")
+    gr.mount_gradio_app(
+        app,
+        build_ui(settings=settings, cache=cache),
+        path="/",
+        ssr_mode=False,
+        css=CSS,
+        theme=gr.themes.Soft(),
+        footer_links=["api"],
+        max_file_size=settings.max_batch_uncompressed_bytes,
+        mcp_server=settings.mcp_server,
+        auth=ui_login(settings) if settings.api_keys else None,
+        auth_message="Enter any user name and one of the server's API keys as the password.",
+    )
 
 
 def warn_if_exposed(settings: Settings) -> None:
     """Issue 17.7: listening beyond loopback without API keys lets anyone on the network use the server."""
     if settings.listens_beyond_loopback and not settings.api_keys:
-        log.warning("Listening on %s without API keys: anyone who can reach this address can use the server. "
-                    "Set API_KEYS, or GRADIO_SERVER_NAME=127.0.0.1 to listen on this machine only.",
-                    settings.server_name)
+        log.warning(
+            "Listening on %s without API keys: anyone who can reach this address can use the server. "
+            "Set API_KEYS, or GRADIO_SERVER_NAME=127.0.0.1 to listen on this machine only.",
+            settings.server_name,
+        )

@@ -81,9 +81,12 @@ def options_dependency(request_fields: frozenset[str] = REQUEST_FIELDS) -> Calla
 
     # FastAPI reads a dependency's parameters from its signature: the request, then one form field per schema field.
     options.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),
-         *(_form_parameter(name) for name in RemovalOptions.model_fields)],
-        return_annotation=RemovalOptions)
+        [
+            inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),
+            *(_form_parameter(name) for name in RemovalOptions.model_fields),
+        ],
+        return_annotation=RemovalOptions,
+    )
     return options
 
 

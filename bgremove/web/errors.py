@@ -116,9 +116,13 @@ async def http_error(request: Request, exc: Exception) -> Response:
         return await http_exception_handler(request, exc)
     cause = exc.__cause__
     if isinstance(cause, OSError) and cause.errno in DISK_ERRNOS:  # FastAPI's 400 when the upload cannot be spooled
-        return await core_error(request, StorageFull(
-            f"The temporary directory {tempfile.gettempdir()} is full or read-only ({cause.strerror}); "
-            "the upload could not be stored."))
+        return await core_error(
+            request,
+            StorageFull(
+                f"The temporary directory {tempfile.gettempdir()} is full or read-only ({cause.strerror}); "
+                "the upload could not be stored."
+            ),
+        )
     hint = getattr(exc, "hint", None) or STATUS_HINTS.get(exc.status_code, "")
     return error_response(exc.status_code, str(exc.detail), hint, exc.headers)
 
@@ -130,8 +134,11 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
 
 
 def internal_error_response() -> JSONResponse:
-    return error_response(500, "Internal error: the request could not be completed.",
-                          f"Retry; if it happens again, report request id {request_id.get()} with the server log.")
+    return error_response(
+        500,
+        "Internal error: the request could not be completed.",
+        f"Retry; if it happens again, report request id {request_id.get()} with the server log.",
+    )
 
 
 class ApiRoute(APIRoute):
@@ -158,18 +165,26 @@ async def not_found(request: Request) -> Response:
     path = request.url.path
     allowed = allowed_methods(request)
     if allowed:
-        return error_response(405, f"{request.method} is not allowed on {path}.", f"Use {', '.join(allowed)}.",
-                              {"Allow": ", ".join(allowed)})
+        return error_response(
+            405, f"{request.method} is not allowed on {path}.", f"Use {', '.join(allowed)}.", {"Allow": ", ".join(allowed)}
+        )
     return error_response(404, f"There is no endpoint at {path}.", STATUS_HINTS[404])
 
 
 def allowed_methods(request: Request) -> list[str]:
     """The methods some real route answers at this path (asked through Starlette's own matching, so routers
     included at any depth count; the Gradio mount and this fallback do not)."""
-    routes = [route for route in request.app.router.routes
-              if not isinstance(route, Mount) and getattr(route, "endpoint", None) is not not_found]
-    return [method for method in ALL_METHODS if method != request.method
-            and any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)]
+    routes = [
+        route
+        for route in request.app.router.routes
+        if not isinstance(route, Mount) and getattr(route, "endpoint", None) is not not_found
+    ]
+    return [
+        method
+        for method in ALL_METHODS
+        if method != request.method
+        and any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+    ]
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -52,8 +52,13 @@ class ApiGuard:
             return
         headers = dict(scope.get("headers") or [])
         if self.keys and not self._authorised(headers):
-            await reply(send, 401, "A valid API key is required.",
-                        "Send it as `X-API-Key: KEY` or `Authorization: Bearer KEY`.", {"WWW-Authenticate": "Bearer"})
+            await reply(
+                send,
+                401,
+                "A valid API key is required.",
+                "Send it as `X-API-Key: KEY` or `Authorization: Bearer KEY`.",
+                {"WWW-Authenticate": "Bearer"},
+            )
             return
         limit = self.size_limits.get(path)
         if limit is None:
@@ -65,8 +70,7 @@ class ApiGuard:
             return
         if self.in_flight >= self.max_in_flight:
             REJECTED.labels(path).inc()
-            await reply(send, 503, "The server is busy: the queue is full.", "Retry after a few seconds.",
-                        {"Retry-After": "5"})
+            await reply(send, 503, "The server is busy: the queue is full.", "Retry after a few seconds.", {"Retry-After": "5"})
             return
         self.in_flight += 1
         IN_FLIGHT.set(self.in_flight)

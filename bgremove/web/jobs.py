@@ -193,7 +193,7 @@ def submit_job(
             )
     job = runner.store.submit(inputs, options, owner=owner, callback_url=url, bg_image=background)
     runner.wake()
-    body = {"id": job.id, "status": job.status, "total": job.total, **links(request, job.id)}
+    body: dict[str, Any] = {"id": job.id, "status": job.status, "total": job.total, **links(request, job.id)}
     return JSONResponse(body, status_code=202, headers={"Location": body["status_url"]})
 
 
@@ -205,7 +205,7 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=1000, description="At most this many, newest first")] = 100,
 ) -> dict[str, Any]:
     """The caller's jobs, newest first (with API_KEYS: the jobs submitted with this key)."""
-    return {"jobs": [describe(request, job, items=False) for job in runner.store.list(owner, limit)]}
+    return {"jobs": [describe(request, job, items=False) for job in runner.store.jobs_of(owner, limit)]}
 
 
 @router.get("/{job_id}", name="job_status")

@@ -257,8 +257,11 @@ class Translation:
     ignored: tuple[str, ...]
 
 
-async def read_request(request: Request, limit: int) -> RemoveBgRequest:
-    """Form fields (multipart or urlencoded) or a JSON object; absent, null and empty values are left out."""
+async def read_request(request: Request, settings: Settings) -> RemoveBgRequest:
+    """Form fields (multipart or urlencoded) or a JSON object; absent, null and empty values are left out.
+
+    A text part may be as large as the whole body (image_file_b64); a file part at most the image limit.
+    """
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media == "application/json" or media.endswith("+json"):
         try:
@@ -271,10 +274,10 @@ async def read_request(request: Request, limit: int) -> RemoveBgRequest:
     if media in ("multipart/form-data", "application/x-www-form-urlencoded"):
         fields: dict[str, Any] = {}
         files: dict[str, Upload] = {}
-        async with request.form(max_part_size=limit) as form:
+        async with request.form(max_part_size=body_limit(settings)) as form:
             for key, value in form.multi_items():
                 if isinstance(value, UploadFile):
-                    data = await read_upload(value, key, limit)
+                    data = await read_upload(value, key, settings.max_image_bytes)
                     if data or value.filename:  # a browser sends an unfilled file input as an empty, nameless part
                         files[key] = Upload(data, value.filename or "image")
                 elif present(value):
@@ -655,7 +658,7 @@ router = APIRouter(prefix=PREFIX, tags=[TAG], route_class=RemoveBgRoute)
 )
 async def remove_bg(request: Request, settings: AppSettings, cache: Cache) -> Response:
     """remove.bg's background removal: the same parameters and answers, served by bgremove's own pipeline."""
-    sent = await read_request(request, body_limit(settings))
+    sent = await read_request(request, settings)
     plan = translate(sent)
     result = await run_in_threadpool(process, sent, plan, settings, cache)
     headers = answer_headers(result, plan)

@@ -54,11 +54,14 @@ def api_fields() -> list[OptionField]:
 
 
 def api_component(spec: OptionField) -> Component:
-    """A hidden input whose API type and default come from the field; it never refuses a value itself."""
+    """A hidden input whose API type and default come from the field; it never refuses a value itself.
+
+    Choices are plain strings, not an enum: MCP clients validate arguments against the tool's JSON schema, and an
+    enum would refuse `size=huge` in the MCP SDK's words instead of the schema's message and hint. The choices are
+    listed in each field's description, which the docs and the MCP tool show.
+    """
     if spec.kind == "bool":
         return gr.Checkbox(value=bool(spec.default), label=spec.name)
-    if spec.kind == "choice":
-        return gr.Dropdown(choices=list(spec.choices), value=spec.default, allow_custom_value=True, label=spec.name)
     if spec.kind in ("int", "float"):
         return gr.Number(value=spec.default, precision=0 if spec.kind == "int" else None, label=spec.name)
     return gr.Textbox(value=spec.default or "", label=spec.name)

@@ -72,8 +72,12 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> dict[str, str]:
     base = {key: value for key, value in os.environ.items() if key not in ENV_NAMES.values()}
-    return {**base, "PYTHONPATH": str(ROOT), "REMBG_MODEL_NAME": str(tiny_model),
-            "REMBG_SESSION_PATH": str(tmp_path_factory.mktemp("rembg-home"))}
+    return {
+        **base,
+        "PYTHONPATH": str(ROOT),
+        "REMBG_MODEL_NAME": str(tiny_model),
+        "REMBG_SESSION_PATH": str(tmp_path_factory.mktemp("rembg-home")),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +116,13 @@ def ray_cluster() -> Iterator[str]:
         os.environ.update(environ)
 
 
-def run_ray(source: Path | str, out: Path | str, settings: Settings, options: RemovalOptions,
-            on_result: Callable[[Any], None] | None = None) -> Any:
+def run_ray(
+    source: Path | str,
+    out: Path | str,
+    settings: Settings,
+    options: RemovalOptions,
+    on_result: Callable[[Any], None] | None = None,
+) -> Any:
     from bgremove.batch import ray as ray_engine
 
     plan = ray_engine.plan_batch([source], out, options, settings=settings)
@@ -121,16 +130,23 @@ def run_ray(source: Path | str, out: Path | str, settings: Settings, options: Re
 
 
 @pytest.mark.slow
-def test_same_outputs_and_manifest_as_the_local_engine(ray_cluster: str, photos: Path, local_run: Path, settings: Settings,
-                                                       options: RemovalOptions, tmp_path: Path) -> None:
+def test_same_outputs_and_manifest_as_the_local_engine(
+    ray_cluster: str, photos: Path, local_run: Path, settings: Settings, options: RemovalOptions, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     report = run_ray(photos, out, settings, options)
 
     assert report.workers == 2 and report.resumed == 0
     assert report.skipped_files == [str(photos / "notes.txt")]
     expected = outputs(local_run)
-    assert sorted(expected) == ["astronaut.webp", "camera.webp", "chelsea-2.webp", "chelsea.webp",
-                                "nested/coffee.webp", "nested/deeper/rocket.webp"]
+    assert sorted(expected) == [
+        "astronaut.webp",
+        "camera.webp",
+        "chelsea-2.webp",
+        "chelsea.webp",
+        "nested/coffee.webp",
+        "nested/deeper/rocket.webp",
+    ]
     assert outputs(out) == expected  # byte for byte
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest == report.manifest
@@ -145,9 +161,9 @@ def test_same_outputs_and_manifest_as_the_local_engine(ray_cluster: str, photos:
 
 
 @pytest.mark.slow
-def test_a_killed_run_leaves_the_manifest_of_what_it_finished(ray_cluster: str, photos: Path, settings: Settings,
-                                                              options: RemovalOptions, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_killed_run_leaves_the_manifest_of_what_it_finished(
+    ray_cluster: str, photos: Path, settings: Settings, options: RemovalOptions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """manifest.json is rewritten while the batch runs (here after every item), so a rerun can resume."""
     from bgremove.batch import ray as ray_engine
 
@@ -168,8 +184,9 @@ def test_a_killed_run_leaves_the_manifest_of_what_it_finished(ray_cluster: str, 
 
 
 @pytest.mark.slow
-def test_rerun_keeps_whole_outputs_and_redoes_damaged_ones(ray_cluster: str, photos: Path, local_run: Path, settings: Settings,
-                                                           options: RemovalOptions, tmp_path: Path) -> None:
+def test_rerun_keeps_whole_outputs_and_redoes_damaged_ones(
+    ray_cluster: str, photos: Path, local_run: Path, settings: Settings, options: RemovalOptions, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     shutil.copytree(local_run, out)  # a local engine's run resumes too: same names, same manifest
     (out / "camera.webp").write_bytes((local_run / "camera.webp").read_bytes()[:3000])  # truncated by a kill
@@ -194,8 +211,9 @@ def test_rerun_keeps_whole_outputs_and_redoes_damaged_ones(ray_cluster: str, pho
 
 
 @pytest.mark.slow
-def test_uris_go_through_pyarrow_fs(ray_cluster: str, photos: Path, local_run: Path, settings: Settings,
-                                    options: RemovalOptions, tmp_path: Path) -> None:
+def test_uris_go_through_pyarrow_fs(
+    ray_cluster: str, photos: Path, local_run: Path, settings: Settings, options: RemovalOptions, tmp_path: Path
+) -> None:
     """file:// takes the s3:// code path: listing, reading and writing through a pyarrow FileSystem."""
     from bgremove.batch import ray as ray_engine
 
@@ -212,10 +230,25 @@ def test_uris_go_through_pyarrow_fs(ray_cluster: str, photos: Path, local_run: P
 
 
 @pytest.mark.slow
-def test_cli_joins_a_running_cluster(ray_cluster: str, photos: Path, local_run: Path, env: dict[str, str], tmp_path: Path) -> None:
+def test_cli_joins_a_running_cluster(
+    ray_cluster: str, photos: Path, local_run: Path, env: dict[str, str], tmp_path: Path
+) -> None:
     out = tmp_path / "out"
-    done = run_cli("remove", str(photos), "-o", str(out), *OPTIONS, "--engine", "ray", "--address", ray_cluster,
-                   "--workers", "2", "--json", env=env)
+    done = run_cli(
+        "remove",
+        str(photos),
+        "-o",
+        str(out),
+        *OPTIONS,
+        "--engine",
+        "ray",
+        "--address",
+        ray_cluster,
+        "--workers",
+        "2",
+        "--json",
+        env=env,
+    )
     assert done.returncode == 1, done.stderr
     assert "6 of 7 images written" in done.stderr and "FAILED broken.jpg" in done.stderr
     assert without_seconds(json.loads(done.stdout)) == manifest_of(local_run)
@@ -233,8 +266,9 @@ def test_without_ray_the_cli_says_what_to_install(photos: Path, env: dict[str, s
 
 def test_unreachable_cluster_fails_in_one_line(photos: Path, env: dict[str, str], tmp_path: Path) -> None:
     pytest.importorskip("ray")
-    done = run_cli("remove", str(photos), "-o", str(tmp_path / "out"), "--engine", "ray",
-                   "--address", f"127.0.0.1:{free_port()}", env=env)
+    done = run_cli(
+        "remove", str(photos), "-o", str(tmp_path / "out"), "--engine", "ray", "--address", f"127.0.0.1:{free_port()}", env=env
+    )
     assert done.returncode == 2, done.stderr
     assert "No Ray cluster answers at 127.0.0.1:" in done.stderr and "ray start --head" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()

@@ -37,5 +37,4 @@ def process_env(tmp_path: Path, tiny_model: Path) -> dict[str, str]:
     """The environment for `python -m bgremove` in a subprocess: this checkout importable, the tiny model,
     no other setting from the shell."""
     env = {key: value for key, value in os.environ.items() if key not in ENV_NAMES.values()}
-    return {**env, "PYTHONPATH": str(ROOT), "REMBG_MODEL_NAME": str(tiny_model),
-            "REMBG_SESSION_PATH": str(tmp_path / "home")}
+    return {**env, "PYTHONPATH": str(ROOT), "REMBG_MODEL_NAME": str(tiny_model), "REMBG_SESSION_PATH": str(tmp_path / "home")}

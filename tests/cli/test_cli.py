@@ -58,10 +58,36 @@ def test_the_issue_example_with_every_output_option(cli_env: Path, capsys: pytes
     (cli_env / "in.jpg").write_bytes(encode(square_photo((400, 240)), "JPEG", quality=95))
     (cli_env / "bg.jpg").write_bytes(encode(Image.new("RGB", (40, 40), (200, 30, 30)), "JPEG"))
 
-    code, out, err = run(capsys, "remove", "in.jpg", "-o", "out/", "--size", "hd", "--crop", "--crop-margin", "20px",
-                         "--format", "webp", "--bg-color", "ffffff", "--bg-image", "bg.jpg", "--scale", "80%",
-                         "--position", "center", "--add-shadow", "--channels", "alpha", "--roi", "0% 0% 100% 100%",
-                         "--quality", "90", "--json")
+    code, out, err = run(
+        capsys,
+        "remove",
+        "in.jpg",
+        "-o",
+        "out/",
+        "--size",
+        "hd",
+        "--crop",
+        "--crop-margin",
+        "20px",
+        "--format",
+        "webp",
+        "--bg-color",
+        "ffffff",
+        "--bg-image",
+        "bg.jpg",
+        "--scale",
+        "80%",
+        "--position",
+        "center",
+        "--add-shadow",
+        "--channels",
+        "alpha",
+        "--roi",
+        "0% 0% 100% 100%",
+        "--quality",
+        "90",
+        "--json",
+    )
 
     assert code == 0, err
     manifest = json.loads(out)
@@ -93,8 +119,12 @@ def test_one_output_folder_rule_for_folders_zips_and_files(cli_env: Path, capsys
     assert written == ["a-2.jpg", "a-3.jpg", "a.jpg", "manifest.json", "nested/c.jpg", "sub/b.jpg"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert [(item["filename"], item["output"]) for item in manifest["items"]] == [
-        ("a.jpg", "a.jpg"), ("sub/b.png", "sub/b.jpg"), ("a.png", "a-2.jpg"), ("nested/c.webp", "nested/c.jpg"),
-        ("a.webp", "a-3.jpg")]
+        ("a.jpg", "a.jpg"),
+        ("sub/b.png", "sub/b.jpg"),
+        ("a.png", "a-2.jpg"),
+        ("nested/c.webp", "nested/c.jpg"),
+        ("a.webp", "a-3.jpg"),
+    ]
     assert Image.open(out / "nested" / "c.jpg").format == "JPEG"
 
 
@@ -111,8 +141,9 @@ def test_bg_image_lies_behind_the_subject(cli_env: Path, capsys: pytest.CaptureF
     assert code == 2 and err.startswith("error: --bg-image missing.png cannot be read") and err.count("\n") == 1
 
 
-def test_custom_model_path_is_the_runs_model(cli_env: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_custom_model_path_is_the_runs_model(
+    cli_env: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.delenv("REMBG_MODEL_NAME")
     (cli_env / "in.png").write_bytes(encode(square_photo(), "PNG"))
 
@@ -124,8 +155,9 @@ def test_custom_model_path_is_the_runs_model(cli_env: Path, tiny_model: Path, mo
     assert "REMBG_MODEL_NAME" not in os.environ  # the run's settings, not the process environment
 
 
-def test_unavailable_model_fails_fast_in_one_line(cli_env: Path, monkeypatch: pytest.MonkeyPatch,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_unavailable_model_fails_fast_in_one_line(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     for name, value in OFFLINE.items():
         monkeypatch.setenv(name, value)
     (cli_env / "x.png").write_bytes(encode(square_photo(), "PNG"))
@@ -138,16 +170,16 @@ def test_unavailable_model_fails_fast_in_one_line(cli_env: Path, monkeypatch: py
     assert "Traceback" not in err and not (cli_env / "out").exists()
 
 
-def test_bad_setting_stops_with_one_line(cli_env: Path, monkeypatch: pytest.MonkeyPatch,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_setting_stops_with_one_line(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("BATCH_CONCURRENCY", "abc")
     code, _, err = run(capsys, "models", "list")
     assert code == 2
     assert err == "error: BATCH_CONCURRENCY='abc' is invalid: expected a whole number >= 1.\n"
 
 
-def test_models_list_reports_the_weights_on_disk(cli_env: Path, tiny_model: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_models_list_reports_the_weights_on_disk(cli_env: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Licence, source and checksum are those of the file on disk: an unrecognised file says `unknown`."""
     target = cli_env / "home" / "models" / "u2netp" / "u2netp.onnx"
     target.parent.mkdir(parents=True)
@@ -168,8 +200,9 @@ def test_models_list_reports_the_weights_on_disk(cli_env: Path, tiny_model: Path
     assert "Apache-2.0" in table["u2net"] and "github.com" in table["u2net"]
 
 
-def test_models_pull_tries_every_name(cli_env: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_models_pull_tries_every_name(
+    cli_env: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     for name, value in OFFLINE.items():
         monkeypatch.setenv(name, value)
     present = cli_env / "home" / "models" / "u2netp" / "u2netp.onnx"

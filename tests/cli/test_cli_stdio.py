@@ -30,8 +30,9 @@ def env(process_env: dict[str, str]) -> dict[str, str]:
 
 
 def run(*args: str, env: dict[str, str], stdin: bytes = b"", cwd: Path = ROOT) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "bgremove", *args], input=stdin, capture_output=True, env=env,
-                          cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "bgremove", *args], input=stdin, capture_output=True, env=env, cwd=cwd, timeout=300
+    )
 
 
 def assert_cutout(png: bytes, size: tuple[int, int]) -> None:
@@ -52,8 +53,7 @@ def test_stdin_to_stdout_without_o(env: dict[str, str]) -> None:
 
 def test_one_file_to_stdout_in_the_chosen_format(tmp_path: Path, env: dict[str, str]) -> None:
     (tmp_path / "a.webp").write_bytes(encode(square_photo((50, 70)), "WEBP", lossless=True))
-    done = run("remove", str(tmp_path / "a.webp"), "-o", "-", "--bg-color", "#0000ff", "--format", "jpg", env=env,
-               cwd=tmp_path)
+    done = run("remove", str(tmp_path / "a.webp"), "-o", "-", "--bg-color", "#0000ff", "--format", "jpg", env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr.decode()
     image = Image.open(io.BytesIO(done.stdout))
     assert image.format == "JPEG" and image.size == (50, 70)
@@ -90,8 +90,14 @@ def test_image_bytes_are_not_written_to_a_terminal(tmp_path: Path, env: dict[str
     (tmp_path / "a.png").write_bytes(encode(square_photo(), "PNG"))
     main_fd, terminal = pty.openpty()
     try:
-        done = subprocess.run([sys.executable, "-m", "bgremove", "remove", str(tmp_path / "a.png"), "-o", "-"],
-                              stdout=terminal, stderr=subprocess.PIPE, env=env, cwd=ROOT, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-m", "bgremove", "remove", str(tmp_path / "a.png"), "-o", "-"],
+            stdout=terminal,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=ROOT,
+            timeout=300,
+        )
     finally:
         os.close(terminal)
         os.close(main_fd)
@@ -99,14 +105,18 @@ def test_image_bytes_are_not_written_to_a_terminal(tmp_path: Path, env: dict[str
     assert "error: not writing image bytes to a terminal" in done.stderr.decode()
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["remove", "a.png"], "-o OUTDIR is required (it may be left out only when the one INPUT is -, stdin)"),
-    (["remove", "-", "-"], "- (stdin) can be given once"),
-    (["remove", "-", "--json"], "--json prints the manifest on stdout, which -o - uses for the image"),
-    (["remove", "-", "--engine", "ray"], "- (stdin/stdout) works with --engine local only"),
-])
-def test_impossible_uses_of_dash_stop_with_one_line(args: list[str], message: str, cli_env: Path,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["remove", "a.png"], "-o OUTDIR is required (it may be left out only when the one INPUT is -, stdin)"),
+        (["remove", "-", "-"], "- (stdin) can be given once"),
+        (["remove", "-", "--json"], "--json prints the manifest on stdout, which -o - uses for the image"),
+        (["remove", "-", "--engine", "ray"], "- (stdin/stdout) works with --engine local only"),
+    ],
+)
+def test_impossible_uses_of_dash_stop_with_one_line(
+    args: list[str], message: str, cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(args) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.startswith(f"error: {message}") and err.count("\n") == 1

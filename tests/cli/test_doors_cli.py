@@ -106,8 +106,7 @@ def test_defaults_come_from_the_schema() -> None:
 
 
 @pytest.mark.parametrize(("name", "value"), invalid_cases(), ids=lambda v: str(v))
-def test_refusals_read_as_the_schema_words_them(name: str, value: str, cli_env: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_refusals_read_as_the_schema_words_them(name: str, value: str, cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(InvalidOption) as refused:
         parse_options({name: value})
 

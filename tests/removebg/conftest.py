@@ -12,7 +12,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 from fastapi import FastAPI
@@ -76,7 +75,7 @@ def decode(data: bytes) -> Image.Image:
     return image
 
 
-def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
+def error_of(response: Any, status: int) -> dict[str, Any]:
     """The one error of a remove.bg error answer, after checking its shape: {"errors": [{title, code, detail?}]}."""
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
@@ -112,7 +111,7 @@ def listener() -> Iterator[Listener]:
     record: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             body = files.get(self.path)
             self.send_response(200 if body is not None else 404)
             self.send_header("Content-Type", "image/png")

@@ -18,7 +18,7 @@ from PIL import Image
 
 from bgremove.core.errors import InvalidOption
 from bgremove.core.options import RemovalOptions, parse_options
-from bgremove.web.removebg import UNLIMITED, problem_for, wants_json
+from bgremove.web.removebg import UNLIMITED, RemoveBgRequest, problem_for, translate, wants_json
 from tests.conftest import encode, square_photo
 from tests.removebg.conftest import KEY, SettingsFactory, alpha_of, blank, build_app, decode, error_of, photo, solid
 from tests.web.conftest import GatedCache, running
@@ -44,12 +44,20 @@ def test_multipart_upload_answers_the_image_with_remove_bg_headers(client: TestC
     assert {name: response.headers[name] for name in BOX} == BOX
     image = decode(response.content)
     assert image.mode == "RGBA" and image.size == (400, 300)
-    assert alpha_of(image)[0, 0] == 0 and alpha_of(image)[150, 200] == 255
+    assert alpha_of(image)[0, 0] == 0 and alpha_of(image)[150, 200] > 250
 
 
 def test_json_body_base64_json_booleans_and_a_json_answer(client: TestClient) -> None:
-    body = {"image_file_b64": base64.b64encode(PHOTO).decode(), "crop": True, "add_shadow": False,
-            "semitransparency": False, "type": "person", "type_level": 2, "size": "full", "format": "png"}
+    body = {
+        "image_file_b64": base64.b64encode(PHOTO).decode(),
+        "crop": True,
+        "add_shadow": False,
+        "semitransparency": False,
+        "type": "person",
+        "type_level": 2,
+        "size": "full",
+        "format": "png",
+    }
     response = client.post("/v1.0/removebg", json=body, headers={"Accept": "application/json"})
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"
@@ -58,7 +66,11 @@ def test_json_body_base64_json_booleans_and_a_json_answer(client: TestClient) ->
     image = decode(base64.b64decode(data["result_b64"]))
     assert image.size == (200, 150)  # crop=true (a JSON boolean) cropped to the subject
     assert (data["foreground_left"], data["foreground_top"], data["foreground_width"], data["foreground_height"]) == (
-        0, 0, 200, 150)
+        0,
+        0,
+        200,
+        150,
+    )
     assert response.headers["x-width"] == "200" and response.headers["x-foreground-width"] == "200"
     assert response.headers["x-type"] == "person"
 
@@ -76,19 +88,25 @@ def test_base64_in_a_form_with_a_data_url_prefix_and_line_breaks(client: TestCli
 
 
 def test_urlencoded_form_is_accepted(client: TestClient) -> None:
-    response = client.post("/v1.0/removebg", content=f"image_file_b64={base64.urlsafe_b64encode(PHOTO).decode()}",
-                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+    response = client.post(
+        "/v1.0/removebg",
+        content=f"image_file_b64={base64.urlsafe_b64encode(PHOTO).decode()}",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert response.status_code == 200, response.text
 
 
-@pytest.mark.parametrize(("accept", "json_answer"), [
-    ("application/json", True),
-    ("application/json, */*;q=0.5", True),
-    ("application/json, text/plain, */*", False),  # axios's default: remove.bg's axios example expects the image
-    ("image/*", False),
-    ("*/*", False),
-    ("", False),
-])
+@pytest.mark.parametrize(
+    ("accept", "json_answer"),
+    [
+        ("application/json", True),
+        ("application/json, */*;q=0.5", True),
+        ("application/json, text/plain, */*", False),  # axios's default: remove.bg's axios example expects the image
+        ("image/*", False),
+        ("*/*", False),
+        ("", False),
+    ],
+)
 def test_accept_decides_between_json_and_image(accept: str, json_answer: bool) -> None:
     assert wants_json(accept) is json_answer
 
@@ -96,22 +114,40 @@ def test_accept_decides_between_json_and_image(accept: str, json_answer: bool) -
 # --- every parameter, with remove.bg's meaning ------------------------------------------------------------------
 
 
-BIG = encode(square_photo((1600, 1200)), "PNG")  # 1.92 MP: above preview and medium, below hd
-
-
-@pytest.mark.parametrize(("size", "megapixels"), [
-    (None, 0.25), ("preview", 0.25), ("small", 0.25), ("regular", 0.25), ("medium", 1.5),
-    ("hd", 1.92), ("full", 1.92), ("4k", 1.92), ("50MP", 1.92), ("auto", 1.92),
-])
-def test_size_names_and_remove_bg_default(client: TestClient, size: str | None, megapixels: float) -> None:
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [
+        (None, "preview"),
+        ("preview", "preview"),
+        ("small", "preview"),
+        ("regular", "preview"),
+        ("medium", "medium"),
+        ("hd", "hd"),
+        ("full", "full"),
+        ("4k", "full"),
+        ("50MP", "full"),
+        ("50mp", "full"),
+        ("auto", "full"),
+        ("HD", "hd"),
+    ],
+)
+def test_size_names_translate_to_the_schema(size: str | None, expected: str) -> None:
     """remove.bg's default is preview; small/regular are preview; 4k/50MP/auto are the input resolution here."""
+    fields = {"image_url": "https://example.invalid/p.png"} | ({"size": size} if size else {})
+    assert translate(RemoveBgRequest(fields, {})).options.size == expected
+
+
+MIDDLE = encode(square_photo((800, 600)), "PNG")  # 0.48 MP: above preview's 0.25 MP
+
+
+@pytest.mark.parametrize(("size", "megapixels"), [(None, 0.25), ("4k", 0.48)])
+def test_size_reaches_the_pipeline(client: TestClient, size: str | None, megapixels: float) -> None:
     fields = {"size": size} if size else {}
-    response = client.post("/v1.0/removebg", files={"image_file": ("big.png", BIG)}, data=fields)
+    response = client.post("/v1.0/removebg", files={"image_file": ("middle.png", MIDDLE)}, data=fields)
     assert response.status_code == 200, response.text
     width, height = decode(response.content).size
     assert (width, height) == (int(response.headers["x-width"]), int(response.headers["x-height"]))
-    assert width * height <= megapixels * 1_000_000 * 1.001
-    assert width * height >= megapixels * 1_000_000 * 0.97  # the largest size under the budget (never upscaled)
+    assert megapixels * 0.97 <= width * height / 1_000_000 <= megapixels * 1.001  # the largest under the budget
     assert abs(width / height - 4 / 3) < 0.01
 
 
@@ -144,7 +180,7 @@ def test_format_zip_has_colour_and_alpha_of_the_same_size(client: TestClient) ->
 
 def test_channels_alpha_is_the_mask(client: TestClient) -> None:
     image = decode(post(client, channels="alpha", format="png").content)
-    assert image.mode == "L" and image.getpixel((0, 0)) == 0 and image.getpixel((200, 150)) == 255
+    assert image.mode == "L" and image.getpixel((0, 0)) == 0 and image.getpixel((200, 150)) > 250  # type: ignore[operator]
 
 
 def test_bg_color_fills_the_background(client: TestClient) -> None:
@@ -157,7 +193,8 @@ def test_bg_image_file_lies_behind_the_subject(client: TestClient) -> None:
     response = client.post("/v1.0/removebg", files=files, data={"format": "png"})
     assert response.status_code == 200, response.text
     image = decode(response.content).convert("RGB")
-    assert image.getpixel((0, 0)) == (0, 200, 0) and image.getpixel((200, 150)) == (235, 235, 235)
+    assert image.getpixel((0, 0)) == (0, 200, 0)
+    assert np.abs(np.asarray(image)[150, 200].astype(int) - 235).max() <= 3  # the subject stays in front
 
 
 def test_roi_limits_the_foreground(client: TestClient) -> None:
@@ -193,11 +230,16 @@ def test_add_shadow_darkens_only_below_the_subject(client: TestClient) -> None:
     assert int(shadowed[:70].sum()) == int(plain[:70].sum()) == 0
 
 
-@pytest.mark.parametrize(("sent", "x_type"), [({}, "other"), ({"type": "product"}, "product"),
-                                               ({"type": "car", "type_level": "latest"}, "car"),
-                                               ({"type": "person", "type_level": "none"}, None)])
-def test_type_is_reported_back_and_type_level_none_drops_it(client: TestClient, sent: dict[str, str],
-                                                            x_type: str | None) -> None:
+@pytest.mark.parametrize(
+    ("sent", "x_type"),
+    [
+        ({}, "other"),
+        ({"type": "product"}, "product"),
+        ({"type": "car", "type_level": "latest"}, "car"),
+        ({"type": "person", "type_level": "none"}, None),
+    ],
+)
+def test_type_is_reported_back_and_type_level_none_drops_it(client: TestClient, sent: dict[str, str], x_type: str | None) -> None:
     response = post(client, **sent)
     assert response.status_code == 200
     assert response.headers.get("x-type") == x_type
@@ -217,14 +259,15 @@ def test_unknown_parameters_are_ignored_and_listed(client: TestClient) -> None:
 
 
 def test_every_schema_option_is_accepted_not_ignored(client: TestClient) -> None:
-    """Driven from THE schema: each option's default goes through /v1.0 unchanged (none is silently dropped)."""
-    for name, spec in RemovalOptions.model_fields.items():
-        if spec.default is None:
-            continue
-        value = str(spec.default).lower() if isinstance(spec.default, bool) else str(spec.default)
-        response = post(client, **{name: value})
-        assert response.status_code == 200, (name, response.text)
-        assert "x-ignored-parameters" not in response.headers, name
+    """Driven from THE schema: every option (its default, as a form sends it) goes through /v1.0, none is dropped."""
+    defaults = {
+        name: str(spec.default).lower() if isinstance(spec.default, bool) else str(spec.default)
+        for name, spec in RemovalOptions.model_fields.items()
+        if spec.default is not None
+    }
+    response = post(client, **defaults)
+    assert response.status_code == 200, response.text
+    assert "x-ignored-parameters" not in response.headers
 
 
 def test_quality_extension_reaches_the_encoder(client: TestClient) -> None:
@@ -235,9 +278,20 @@ def test_quality_extension_reaches_the_encoder(client: TestClient) -> None:
 # --- errors, in remove.bg's shape ---------------------------------------------------------------------------------
 
 
-BAD_VALUES = {"size": "huge", "format": "gif", "channels": "rgb", "crop": "maybe", "crop_margin": "80%",
-              "scale": "0%", "position": "left", "roi": "1 2 3", "bg_color": "notacolour", "add_shadow": "sometimes",
-              "quality": "101", "decontaminate": "perhaps"}
+BAD_VALUES = {
+    "size": "huge",
+    "format": "gif",
+    "channels": "rgb",
+    "crop": "maybe",
+    "crop_margin": "80%",
+    "scale": "0%",
+    "position": "left",
+    "roi": "1 2 3",
+    "bg_color": "notacolour",
+    "add_shadow": "sometimes",
+    "quality": "101",
+    "decontaminate": "perhaps",
+}
 
 
 @pytest.mark.parametrize(("name", "value"), sorted(BAD_VALUES.items()))
@@ -258,8 +312,11 @@ def test_bad_remove_bg_only_values(client: TestClient, name: str, value: str) ->
 
 
 def test_missing_image(client: TestClient) -> None:
-    for response in (client.post("/v1.0/removebg", data={"size": "hd"}), client.post("/v1.0/removebg", json={}),
-                     client.post("/v1.0/removebg")):
+    for response in (
+        client.post("/v1.0/removebg", data={"size": "hd"}),
+        client.post("/v1.0/removebg", json={}),
+        client.post("/v1.0/removebg"),
+    ):
         error = error_of(response, 400)
         assert error["code"] == "missing_source" and "image_file_b64" in error["detail"]
 
@@ -267,15 +324,22 @@ def test_missing_image(client: TestClient) -> None:
 def test_two_image_sources_and_two_backgrounds_are_refused(client: TestClient) -> None:
     error = error_of(post(client, image_url="https://example.invalid/a.png"), 400)
     assert error["code"] == "multiple_sources"
-    error = error_of(client.post("/v1.0/removebg", files={"image_file": ("p.png", PHOTO), "bg_image_file": ("b.png", PHOTO)},
-                                 data={"bg_color": "fff"}), 400)
+    error = error_of(
+        client.post(
+            "/v1.0/removebg", files={"image_file": ("p.png", PHOTO), "bg_image_file": ("b.png", PHOTO)}, data={"bg_color": "fff"}
+        ),
+        400,
+    )
     assert error["code"] == "multiple_bg_sources"
 
 
-@pytest.mark.parametrize(("data", "code"), [
-    (b"this is not an image at all", "invalid_file_type"),
-    (PHOTO[: len(PHOTO) // 2], "failed_to_read_image"),
-])
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (b"this is not an image at all", "invalid_file_type"),
+        (PHOTO[: len(PHOTO) // 2], "failed_to_read_image"),
+    ],
+)
 def test_unreadable_images(client: TestClient, data: bytes, code: str) -> None:
     response = client.post("/v1.0/removebg", files={"image_file": ("photo.png", data)})
     assert error_of(response, 400)["code"] == code
@@ -283,7 +347,8 @@ def test_unreadable_images(client: TestClient, data: bytes, code: str) -> None:
 
 def test_bad_base64(client: TestClient) -> None:
     assert error_of(client.post("/v1.0/removebg", json={"image_file_b64": "!!not base64!!"}), 400)["code"] == (
-        "failed_to_read_image")
+        "failed_to_read_image"
+    )
 
 
 def test_image_file_as_text_is_refused(client: TestClient) -> None:
@@ -291,8 +356,9 @@ def test_image_file_as_text_is_refused(client: TestClient) -> None:
     assert error["code"] == "invalid_image_file" and "file upload" in error["title"]
 
 
-@pytest.mark.parametrize(("content", "content_type"), [(b"{not json", "application/json"), (b"[1, 2]", "application/json"),
-                                                       (b"<xml/>", "text/xml")])
+@pytest.mark.parametrize(
+    ("content", "content_type"), [(b"{not json", "application/json"), (b"[1, 2]", "application/json"), (b"<xml/>", "text/xml")]
+)
 def test_unreadable_bodies(client: TestClient, content: bytes, content_type: str) -> None:
     error = error_of(client.post("/v1.0/removebg", content=content, headers={"Content-Type": content_type}), 400)
     assert error["code"] == "invalid_request"
@@ -314,8 +380,7 @@ def test_file_too_large(client: TestClient) -> None:
     noise = np.random.default_rng(0).integers(0, 255, (700, 700, 3), dtype=np.uint8)
     large = encode(Image.fromarray(noise), "PNG")
     assert 1_048_576 < len(large) < 2_000_000
-    assert error_of(client.post("/v1.0/removebg", files={"image_file": ("big.png", large)}), 400)["code"] == (
-        "file_too_large")
+    assert error_of(client.post("/v1.0/removebg", files={"image_file": ("big.png", large)}), 400)["code"] == "file_too_large"
     huge = b"x" * 4_000_000
     error = error_of(client.post("/v1.0/removebg", content=huge, headers={"Content-Type": "application/json"}), 400)
     assert error["code"] == "file_too_large"
@@ -382,8 +447,17 @@ def test_openapi_documents_both_endpoints_under_their_own_tag(client: TestClient
     content = removebg["requestBody"]["content"]
     assert set(content) == {"multipart/form-data", "application/x-www-form-urlencoded", "application/json"}
     multipart = content["multipart/form-data"]["schema"]["properties"]
-    assert {"image_file", "image_file_b64", "image_url", "bg_image_file", "bg_image_url", "size", "type", "type_level",
-            "semitransparency"} <= set(multipart)
+    assert {
+        "image_file",
+        "image_file_b64",
+        "image_url",
+        "bg_image_file",
+        "bg_image_url",
+        "size",
+        "type",
+        "type_level",
+        "semitransparency",
+    } <= set(multipart)
     assert set(RemovalOptions.model_fields) <= set(multipart)
     assert "4k" in multipart["size"]["enum"] and multipart["size"]["default"] == "preview"
     assert multipart["format"]["default"] == "auto"

@@ -23,6 +23,7 @@ from PIL import Image
 from bgremove.core.errors import InvalidOption
 from bgremove.core.options import RemovalOptions, field_extra, option, parse_options
 from bgremove.core.sessions import SessionCache
+from bgremove.core.store import resolve_name
 from bgremove.web import ui_controls
 from bgremove.web.ui import build_ui
 from bgremove.web.ui_api import LEGACY_ORDER, api_fields, remove_endpoint
@@ -147,6 +148,14 @@ def photo(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(write_photo(tmp_path_factory.mktemp("doors-photo") / "box.png"))
 
 
+def _parses(values: dict[str, Any]) -> bool:
+    try:
+        parse_options(values)
+    except InvalidOption:
+        return False
+    return True
+
+
 def accepted_value(name: str, model: str) -> Any:
     """A value other than the default that parse_options accepts for this field alone."""
     info = FIELDS[name]
@@ -169,22 +178,15 @@ def accepted_value(name: str, model: str) -> Any:
 
 
 def refused_value(name: str) -> Any:
-    """A value parse_options refuses for this field alone (every field has one)."""
+    """A value parse_options refuses for this field alone, or None (model: any name parses; the store refuses it)."""
     low, high = bounds(name)
     candidates = ["maybe", "huge", "80%", "0%", "1 2", "notacolour", "nope"]
     if high is not None:
         candidates.insert(0, int(high) + 1)
-    value = next((v for v in candidates if not _parses({name: v})), None)
-    assert value is not None, f"no refused value for {name}"
-    return value
+    return next((v for v in candidates if not _parses({name: v})), None)
 
 
-def _parses(values: dict[str, Any]) -> bool:
-    try:
-        parse_options(values)
-    except InvalidOption:
-        return False
-    return True
+REFUSABLE = [name for name in FIELDS if refused_value(name) is not None]
 
 
 def test_the_endpoints_take_image_then_every_field_by_name_old_ones_first(client: Client) -> None:
@@ -211,8 +213,11 @@ def test_remove_accepts_every_field_as_a_keyword(client: Client, photo: str, liv
         assert Path(output).suffix == f".{value}" or value == "auto"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", list(FIELDS))
+def test_every_field_but_model_has_a_value_the_schema_refuses() -> None:
+    assert set(FIELDS) - set(REFUSABLE) == {"model"}
+
+
+@pytest.mark.parametrize("name", REFUSABLE)
 def test_remove_refuses_a_bad_value_with_the_schemas_message(client: Client, photo: str, name: str) -> None:
     value = refused_value(name)
     with pytest.raises(InvalidOption) as expected:
@@ -220,6 +225,14 @@ def test_remove_refuses_a_bad_value_with_the_schemas_message(client: Client, pho
     with pytest.raises(AppError) as refused:
         client.predict(handle_file(photo), **{name: value}, api_name="/remove")
     assert str(refused.value) == f"{expected.value.message} {expected.value.hint}".strip()
+
+
+def test_remove_refuses_an_unknown_model_as_the_store_does(client: Client, photo: str, live_ui: LiveUi) -> None:
+    with pytest.raises(InvalidOption) as expected:
+        resolve_name("no-such-model", live_ui.settings)
+    with pytest.raises(AppError) as refused:
+        client.predict(handle_file(photo), model="no-such-model", api_name="/remove")
+    assert str(refused.value) == f"{expected.value.message} {expected.value.hint}"
 
 
 def test_remove_batch_refuses_a_bad_value_with_the_same_message(client: Client, photo: str) -> None:

@@ -26,6 +26,8 @@ from bgremove.core.settings import Settings, load_settings
 from bgremove.web.app import create_app
 
 SettingsFactory = Callable[..., Settings]
+HttpClient = httpx.Client | TestClient  # Starlette's TestClient is built on httpx2, not httpx
+HttpResponse = Any  # httpx.Response, or httpx2.Response from the TestClient: the same interface
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,7 @@ def module_settings(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) 
     return build
 
 
-def wait_ready(client: httpx.Client, timeout: float = 60) -> dict[str, Any]:
+def wait_ready(client: HttpClient, timeout: float = 60) -> dict[str, Any]:
     """Poll /api/health until the warm-up has loaded the default model (or failed)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -61,8 +63,9 @@ def running(app: FastAPI, **client_args: Any) -> Iterator[TestClient]:
 @pytest.fixture(scope="module")
 def api(module_settings: SettingsFactory) -> Iterator[TestClient]:
     """REST on the tiny model with small limits, for fast checks of every error path (no Gradio)."""
-    settings = module_settings(MAX_IMAGE_SIZE_MB="1", MAX_BATCH_FILES="6", MAX_BATCH_UNCOMPRESSED_MB="4",
-                               MAX_IMAGE_PIXELS="4000000")
+    settings = module_settings(
+        MAX_IMAGE_SIZE_MB="1", MAX_BATCH_FILES="6", MAX_BATCH_UNCOMPRESSED_MB="4", MAX_IMAGE_PIXELS="4000000"
+    )
     with running(create_app(settings, ui=False)) as client:
         yield client
 
@@ -143,7 +146,7 @@ def as_fields(loaded: LoadedModel) -> dict[str, Any]:
 # --- reading answers ----------------------------------------------------------------------------------
 
 
-def read_zip(response: httpx.Response) -> tuple[dict[str, bytes], dict[str, Any]]:
+def read_zip(response: HttpResponse) -> tuple[dict[str, bytes], dict[str, Any]]:
     """A batch answer: its files (manifest.json taken out) and the manifest."""
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/zip"

@@ -12,7 +12,6 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -22,12 +21,22 @@ from bgremove.core.fetch import PRIVATE_HINT
 from bgremove.core.options import field_extra
 from bgremove.web.app import create_app
 from tests.conftest import decode_png, encode, square_photo, zip_of
-from tests.web.conftest import FlakyCache, FlakyModel, SettingsFactory, decode, read_zip, running, wait_ready
+from tests.web.conftest import (
+    FlakyCache,
+    FlakyModel,
+    HttpClient,
+    HttpResponse,
+    SettingsFactory,
+    decode,
+    read_zip,
+    running,
+    wait_ready,
+)
 
 FOREGROUND_KEYS = ("foreground_top", "foreground_left", "foreground_width", "foreground_height")
 
 
-def post_image(client: httpx.Client, data: bytes, name: str = "photo.png", **fields: str) -> httpx.Response:
+def post_image(client: HttpClient, data: bytes, name: str = "photo.png", **fields: str) -> HttpResponse:
     return client.post("/api/remove", files={"file": (name, data)}, data=fields)
 
 
@@ -65,8 +74,9 @@ def test_models_lists_the_catalog_with_disk_state_licence_source_and_checksum(ap
         assert row["license"] and row["source"]
 
 
-def test_health_reports_the_default_models_licence_source_and_checksum(module_settings: SettingsFactory,
-                                                                        tiny_model: Path, tmp_path: Path) -> None:
+def test_health_reports_the_default_models_licence_source_and_checksum(
+    module_settings: SettingsFactory, tiny_model: Path, tmp_path: Path
+) -> None:
     home = tmp_path / "home"
     weights = home / "models" / "u2netp" / "u2netp.onnx"
     weights.parent.mkdir(parents=True)
@@ -174,8 +184,17 @@ def test_bg_image_is_laid_behind_the_subject(api: TestClient) -> None:
     assert tuple(pixels[0, 0]) == (0, 0, 255, 255) and pixels[60, 100, 0] > 200  # the grey subject stays on top
 
 
-@pytest.mark.parametrize(("field", "value"), [("size", "huge"), ("crop_margin", "80%"), ("bg_color", "notacolour"),
-                                               ("scale", "0%"), ("quality", "101"), ("position", "left")])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("size", "huge"),
+        ("crop_margin", "80%"),
+        ("bg_color", "notacolour"),
+        ("scale", "0%"),
+        ("quality", "101"),
+        ("position", "left"),
+    ],
+)
 def test_bad_option_values_are_422_with_the_schemas_hint(api: TestClient, field: str, value: str) -> None:
     response = post_image(api, png_photo(), **{field: value})
     assert response.status_code == 422, response.text
@@ -268,8 +287,9 @@ def test_file_over_limit_is_413(api: TestClient) -> None:
 def test_body_over_limit_without_a_length_is_refused_as_it_arrives(api: TestClient) -> None:
     """No Content-Length (chunked): the limit is enforced on the bytes received, not the declared size."""
     boundary = "bgremove-boundary"
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.png\"\r\n"
-            "Content-Type: image/png\r\n\r\n").encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\nContent-Type: image/png\r\n\r\n'
+    ).encode()
 
     def body() -> Iterator[bytes]:
         yield head
@@ -289,9 +309,16 @@ def test_decompression_bomb_is_413(api: TestClient) -> None:
 
 @pytest.mark.parametrize(
     "fields",
-    [{"alpha_matting_foreground_threshold": "300"}, {"alpha_matting_erode_size": "-2"}, {"bg_color": "purplish"},
-     {"model": "no-such-model"}, {"model": "/etc/passwd.onnx"}, {"only_mask": "maybe"}, {"bg_colour": "white"},
-     {"alpha_matting_foreground_threshold": "10", "alpha_matting_background_threshold": "20"}],
+    [
+        {"alpha_matting_foreground_threshold": "300"},
+        {"alpha_matting_erode_size": "-2"},
+        {"bg_color": "purplish"},
+        {"model": "no-such-model"},
+        {"model": "/etc/passwd.onnx"},
+        {"only_mask": "maybe"},
+        {"bg_colour": "white"},
+        {"alpha_matting_foreground_threshold": "10", "alpha_matting_background_threshold": "20"},
+    ],
 )
 def test_invalid_options_are_422_with_a_hint(api: TestClient, fields: dict[str, str]) -> None:
     response = post_image(api, png_photo(), **fields)
@@ -314,13 +341,15 @@ def test_model_that_cannot_be_had_is_503_with_where_to_get_it(api: TestClient, m
 
 
 def test_batch_of_a_zip_keeps_folders_and_reports_failures(api: TestClient) -> None:
-    archive = zip_of({
-        "shoes/red.jpg": encode(square_photo((40, 30)), "JPEG"),
-        "shoes/blue.webp": encode(square_photo((50, 30)), "WEBP"),
-        "notes.txt": b"not an image",
-        "inner.zip": zip_of({"x.png": png_photo()}),
-        "__MACOSX/._red.jpg": b"junk",
-    })
+    archive = zip_of(
+        {
+            "shoes/red.jpg": encode(square_photo((40, 30)), "JPEG"),
+            "shoes/blue.webp": encode(square_photo((50, 30)), "WEBP"),
+            "notes.txt": b"not an image",
+            "inner.zip": zip_of({"x.png": png_photo()}),
+            "__MACOSX/._red.jpg": b"junk",
+        }
+    )
     response = api.post("/api/remove/batch", files={"files": ("images.zip", archive, "application/zip")})
     files, manifest = read_zip(response)
     assert set(files) == {"shoes/red.png", "shoes/blue.png"}
@@ -335,14 +364,24 @@ def test_batch_of_a_zip_keeps_folders_and_reports_failures(api: TestClient) -> N
 
 def test_batch_options_apply_to_every_file_and_the_manifest_has_the_shared_keys(api: TestClient) -> None:
     parts = [("files", ("front.png", png_photo())), ("files", ("side.jpg", encode(square_photo((120, 90)), "JPEG")))]
-    files, manifest = read_zip(api.post("/api/remove/batch", files=parts,
-                                        data={"format": "jpg", "bg_color": "white", "crop": "true"}))
+    files, manifest = read_zip(
+        api.post("/api/remove/batch", files=parts, data={"format": "jpg", "bg_color": "white", "crop": "true"})
+    )
     assert set(files) == {"front.jpg", "side.jpg"}
     assert decode(files["front.jpg"]).format == "JPEG" and decode(files["front.jpg"]).size == (100, 60)
     for item in manifest["items"]:
         assert item["status"] == "completed" and item["format"] == "jpg"
-        assert {"filename", "output", "width", "height", "model", "seconds", "confidence", "foreground_found",
-                *FOREGROUND_KEYS} <= set(item)
+        assert {
+            "filename",
+            "output",
+            "width",
+            "height",
+            "model",
+            "seconds",
+            "confidence",
+            "foreground_found",
+            *FOREGROUND_KEYS,
+        } <= set(item)
     assert manifest["items"][0]["foreground_width"] == 100
 
 
@@ -370,8 +409,11 @@ def test_batch_never_answers_500_when_the_model_fails_on_one_file(module_setting
 
 
 def test_batch_of_several_parts_makes_unique_names(api: TestClient) -> None:
-    parts = [("files", ("a.png", png_photo())), ("files", ("a.jpg", encode(square_photo(), "JPEG"))),
-             ("files", ("bad.webp", b"RIFF0000WEBPjunk"))]
+    parts = [
+        ("files", ("a.png", png_photo())),
+        ("files", ("a.jpg", encode(square_photo(), "JPEG"))),
+        ("files", ("bad.webp", b"RIFF0000WEBPjunk")),
+    ]
     files, manifest = read_zip(api.post("/api/remove/batch", files=parts))
     assert set(files) == {"a.png", "a-2.png"}
     assert manifest["failed"] == 1 and manifest["items"][2]["filename"] == "bad.webp"
@@ -409,3 +451,59 @@ def test_batch_without_files_is_422_naming_the_field(api: TestClient) -> None:
 
 def test_after_all_of_that_the_server_is_healthy(api: TestClient) -> None:
     assert wait_ready(api)["ready"] is True
+
+
+# --- end to end: `python app.py` as users start it, the README's curl commands, the real model ------------
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_readme_curl_commands_against_python_app_py(tmp_path: Path) -> None:
+    import json
+    import subprocess
+
+    from skimage import data as skdata
+
+    from scripts.server import start_server, stop_server
+
+    astronaut = skdata.astronaut()  # type: ignore[no-untyped-call]
+    Image.fromarray(astronaut).save(tmp_path / "image.jpg")
+    with zipfile.ZipFile(tmp_path / "images.zip", "w") as archive:
+        archive.write(tmp_path / "image.jpg", "image.jpg")
+        coffee = skdata.coffee()  # type: ignore[no-untyped-call]
+        archive.writestr("coffee.jpg", encode(Image.fromarray(coffee), "JPEG"))
+    server = start_server(tmp_path / "server")
+    try:
+
+        def curl(*args: str) -> None:
+            done = subprocess.run(
+                ["curl", "-sS", "--fail-with-body", *args], cwd=tmp_path, capture_output=True, text=True, timeout=300
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+
+        curl("-X", "POST", "-F", "file=@image.jpg", f"{server.url}/api/remove", "-o", "output.png")
+        curl("-X", "POST", "-F", "files=@images.zip", f"{server.url}/api/remove/batch", "-o", "results.zip")
+        curl(
+            "-F",
+            "file=@image.jpg",
+            "-F",
+            "format=jpg",
+            "-F",
+            "bg_color=#ffffff",
+            "-F",
+            "crop=true",
+            f"{server.url}/api/remove",
+            "-o",
+            "product.jpg",
+        )
+    finally:
+        stop_server(server)
+    cutout = decode_png((tmp_path / "output.png").read_bytes())
+    assert cutout.mode == "RGBA" and cutout.size == (512, 512)
+    alpha = np.asarray(cutout)[..., 3]
+    assert alpha[0, 0] == 0 and alpha[200, 250] == 255  # background gone, the astronaut's face kept
+    with zipfile.ZipFile(tmp_path / "results.zip") as archive:
+        assert set(archive.namelist()) == {"image.png", "coffee.png", "manifest.json"}
+        assert json.loads(archive.read("manifest.json"))["completed"] == 2
+    product = decode((tmp_path / "product.jpg").read_bytes())
+    assert product.format == "JPEG" and product.width * product.height < 512 * 512  # cropped to the subject

@@ -31,9 +31,9 @@ def bounds(name: str) -> tuple[float | None, float | None]:
     low = high = None
     for rule in FIELDS[name].metadata:
         if isinstance(rule, annotated_types.Ge):
-            low = rule.ge
+            low = float(rule.ge)  # type: ignore[arg-type]
         elif isinstance(rule, annotated_types.Le):
-            high = rule.le
+            high = float(rule.le)  # type: ignore[arg-type]
     return low, high
 
 
@@ -120,8 +120,9 @@ def test_rest_agrees_with_the_schema(rest: TestClient, endpoint: str, name: str,
         assert response.json() == {"detail": refused.message, "hint": refused.hint}
 
 
-@pytest.mark.parametrize(("name", "value"), [("size", "huge"), ("crop_margin", "80%"), ("bg_color", "notacolour"),
-                                             ("scale", "0%")])
+@pytest.mark.parametrize(
+    ("name", "value"), [("size", "huge"), ("crop_margin", "80%"), ("bg_color", "notacolour"), ("scale", "0%")]
+)
 def test_issue_13s_bad_values_get_the_schemas_words(rest: TestClient, name: str, value: str) -> None:
     refused = schema_verdict(name, value)
     assert refused is not None and refused.hint == field_extra(name)["hint"]
@@ -131,8 +132,10 @@ def test_issue_13s_bad_values_get_the_schemas_words(rest: TestClient, name: str,
 
 
 def test_cross_field_rules_and_unknown_fields_are_the_schemas_too(rest: TestClient) -> None:
-    for fields in ({"alpha_matting_foreground_threshold": "20", "alpha_matting_background_threshold": "30"},
-                   {"bg_colour": "white"}):
+    for fields in (
+        {"alpha_matting_foreground_threshold": "20", "alpha_matting_background_threshold": "30"},
+        {"bg_colour": "white"},
+    ):
         with pytest.raises(InvalidOption) as refused:
             parse_options(fields)
         response = post(rest, "/api/remove", fields)
@@ -146,8 +149,7 @@ def test_model_names_the_server_has_are_accepted(rest: TestClient, module_settin
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
-def test_openapi_documents_every_field_with_its_description_choices_bounds_and_default(rest: TestClient,
-                                                                                       endpoint: str) -> None:
+def test_openapi_documents_every_field_with_its_description_choices_bounds_and_default(rest: TestClient, endpoint: str) -> None:
     spec = rest.get("/openapi.json").json()
     reference = spec["paths"][endpoint]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"]
     properties = spec["components"]["schemas"][reference.rsplit("/", 1)[1]]["properties"]

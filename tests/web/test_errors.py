@@ -61,20 +61,17 @@ def test_option_errors_read_exactly_as_the_schema_says(flaky: TestClient) -> Non
     assert response.json() == {"detail": refused.value.message, "hint": refused.value.hint}
 
 
-@pytest.mark.parametrize(("data", "files", "field"), [
-    ({}, None, "files"),  # no upload at all
-    ({"files": "not a file"}, None, "files"),  # text where a file belongs
-])
-def test_request_validation_errors_name_the_field_and_how_to_send_it(flaky: TestClient, data: dict[str, str],
-                                                                    files: object, field: str) -> None:
-    response = flaky.post("/api/remove/batch", data=data, files=files)
+@pytest.mark.parametrize("data", [{}, {"files": "not a file"}])  # no upload at all; text where a file belongs
+def test_request_validation_errors_name_the_field_and_how_to_send_it(flaky: TestClient, data: dict[str, str]) -> None:
+    response = flaky.post("/api/remove/batch", data=data)
     assert response.status_code == 422
     assert_shape(response.json())
-    assert repr(field) in response.json()["detail"] and f"`{field}`" in response.json()["hint"]
+    assert "'files'" in response.json()["detail"] and "`files`" in response.json()["hint"]
 
 
-def test_unexpected_exception_is_a_generic_500_logged_with_the_request_id(flaky: TestClient,
-                                                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_unexpected_exception_is_a_generic_500_logged_with_the_request_id(
+    flaky: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
     odd = encode(square_photo(FlakyModel.fail_size), "PNG")
     response = flaky.post("/api/remove", files={"file": ("odd.png", odd)}, headers={"X-Request-ID": "trace-500"})
     assert response.status_code == 500
@@ -83,7 +80,7 @@ def test_unexpected_exception_is_a_generic_500_logged_with_the_request_id(flaky:
     assert "Traceback" not in text and "RuntimeError" not in text and "/secret/server/path" not in text
     assert "trace-500" in response.json()["hint"] and response.headers["x-request-id"] == "trace-500"
     logged = [record for record in caplog.records if record.levelname == "ERROR" and record.exc_info]
-    assert logged and "/secret/server/path" in str(logged[-1].exc_info[1])
+    assert logged and "/secret/server/path" in str(logged[-1].exc_info[1] if logged[-1].exc_info else "")
     assert flaky.post("/api/remove", files={"file": ("p.png", PHOTO)}).status_code == 200  # nothing else broke
 
 
@@ -98,9 +95,10 @@ class RaisingCache(SessionCache):
         raise self.error
 
 
-@pytest.mark.parametrize("error_class", sorted(HTTP_STATUS, key=lambda cls: cls.__name__))
-def test_every_core_error_has_its_status_message_and_hint(flaky: TestClient, module_settings: SettingsFactory,
-                                                          error_class: type[BgRemoveError]) -> None:
+@pytest.mark.parametrize("error_class", sorted(HTTP_STATUS, key=str))
+def test_every_core_error_has_its_status_message_and_hint(
+    flaky: TestClient, module_settings: SettingsFactory, error_class: type[BgRemoveError]
+) -> None:
     error = error_class("Something specific went wrong.", hint="Do this about it.")
     app = flaky.app
     app.dependency_overrides[get_cache] = lambda: RaisingCache(module_settings(), error)  # type: ignore[attr-defined]

@@ -29,7 +29,7 @@ from bgremove.core.observability import JsonFormatter
 from bgremove.web.api import SPOOL_IN_MEMORY_BYTES
 from bgremove.web.app import create_app
 from tests.conftest import build_slow_model, decode_png, encode, square_photo, zip_of
-from tests.web.conftest import GatedCache, SettingsFactory, live, running, wait_ready
+from tests.web.conftest import GatedCache, HttpResponse, SettingsFactory, live, running, wait_ready
 
 KEYS = ("k3y-0123456789abcdef", "k3y-fedcba9876543210")
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,8 +72,10 @@ def test_unauthenticated_upload_is_refused_before_the_body_is_sent(module_settin
     with live(create_app(module_settings(API_KEYS=KEYS[0]), ui=False)) as url:
         port = int(url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-            sock.sendall(b"POST /api/remove HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                         b"Content-Length: 52428800\r\n\r\n" + bytes(1024))
+            sock.sendall(
+                b"POST /api/remove HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                b"Content-Length: 52428800\r\n\r\n" + bytes(1024)
+            )
             head, body = read_response(sock)
     assert head.startswith("HTTP/1.1 401"), head
     assert set(json.loads(body)) == {"detail", "hint"}
@@ -105,16 +107,19 @@ def test_metrics_need_a_key_and_count_requests(keyed: TestClient) -> None:
 # --- CORS -----------------------------------------------------------------------------------------
 
 
-def preflight(client: TestClient, origin: str) -> httpx.Response:
-    return client.options("/api/remove", headers={"Origin": origin, "Access-Control-Request-Method": "POST",
-                                                  "Access-Control-Request-Headers": "x-api-key"})
+def preflight(client: TestClient, origin: str) -> HttpResponse:
+    return client.options(
+        "/api/remove",
+        headers={"Origin": origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-api-key"},
+    )
 
 
 def test_cors_allows_only_the_configured_origin_and_exposes_the_metadata_headers(keyed: TestClient) -> None:
     assert preflight(keyed, "https://shop.example").headers.get("access-control-allow-origin") == "https://shop.example"
     assert "access-control-allow-origin" not in preflight(keyed, "https://evil.example").headers
-    response = keyed.post("/api/remove", files={"file": ("p.png", photo_png())},
-                          headers={"X-API-Key": KEYS[0], "Origin": "https://shop.example"})
+    response = keyed.post(
+        "/api/remove", files={"file": ("p.png", photo_png())}, headers={"X-API-Key": KEYS[0], "Origin": "https://shop.example"}
+    )
     exposed = {name.strip().lower() for name in response.headers["access-control-expose-headers"].split(",")}
     metadata = {name for name in response.headers if name.startswith("x-") and name != "x-request-id"}
     assert metadata and metadata <= exposed and "content-disposition" in exposed
@@ -138,8 +143,9 @@ def test_request_ids_in_responses_and_json_logs_and_no_keys_in_logs(module_setti
     previous = configured[0].setStream(lines)  # type: ignore[attr-defined]
     try:
         with live(app) as url, httpx.Client(base_url=url, timeout=60) as client:
-            response = client.post("/api/remove", files={"file": ("p.png", photo_png())},
-                                   headers={"X-API-Key": KEYS[0], "X-Request-ID": "trace-42"})
+            response = client.post(
+                "/api/remove", files={"file": ("p.png", photo_png())}, headers={"X-API-Key": KEYS[0], "X-Request-ID": "trace-42"}
+            )
             client.post("/api/remove", files={"file": ("p.png", photo_png())}, headers={"X-API-Key": "k3y-not-the-right-one"})
             generated = client.get("/api/health").headers["x-request-id"]
     finally:
@@ -175,17 +181,26 @@ def test_overload_answers_503_with_retry_after_and_the_queue_drains(module_setti
         assert client.post("/api/remove", files={"file": ("p.png", photo_png())}).status_code == 200
 
 
-def test_client_disconnect_mid_batch_leaves_the_server_serving(module_settings: SettingsFactory) -> None:
+def test_clients_that_hang_up_mid_batch_or_mid_upload_leave_the_server_serving(module_settings: SettingsFactory) -> None:
     settings = module_settings()
     cache = GatedCache(settings)
     archive = zip_of({f"{i}.png": photo_png() for i in range(4)})
-    body = b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.zip\"\r\n\r\n" + archive + b"\r\n--b--\r\n"
+    body = b'--b\r\nContent-Disposition: form-data; name="files"; filename="a.zip"\r\n\r\n' + archive + b"\r\n--b--\r\n"
     with live(create_app(settings, cache=cache, ui=False)) as url:
         with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=30) as sock:
-            sock.sendall(b"POST /api/remove/batch HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            sock.sendall(
+                b"POST /api/remove/batch HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
             assert cache.entered.acquire(timeout=30)  # the batch is inside the model: hang up now
         cache.gate.set()
+        with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=30) as sock:  # hang up mid-upload
+            sock.sendall(
+                b"POST /api/remove HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                b'Content-Length: 100000\r\n\r\n--b\r\nContent-Disposition: form-data; name="file"; '
+                b'filename="a.png"\r\n\r\n'
+            )
         with httpx.Client(base_url=url, timeout=60) as client:
             assert client.post("/api/remove", files={"file": ("p.png", photo_png())}).status_code == 200
             assert client.get("/api/health").json()["ready"] is True
@@ -194,8 +209,9 @@ def test_client_disconnect_mid_batch_leaves_the_server_serving(module_settings: 
 # --- faults -------------------------------------------------------------------------------------------
 
 
-def test_corrupt_model_fails_alone_and_a_good_file_fixes_it(module_settings: SettingsFactory, tiny_model: Path,
-                                                            tmp_path: Path) -> None:
+def test_corrupt_model_fails_alone_and_a_good_file_fixes_it(
+    module_settings: SettingsFactory, tiny_model: Path, tmp_path: Path
+) -> None:
     home = tmp_path / "home"
     target = home / "models" / "silueta" / "silueta.onnx"
     target.parent.mkdir(parents=True)
@@ -216,8 +232,12 @@ def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 256 KB file system (needs root to mount)."""
     mount = tmp_path / "small"
     mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=False,
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=False, capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("mounting a tmpfs needs root")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
@@ -225,8 +245,10 @@ def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
 
 def noise_pngs(count: int, side: int = 600) -> list[bytes]:
     """Photos that do not compress: their cutouts (~1.4 MB each at 600 px) soon outgrow the in-memory spool."""
-    return [encode(Image.fromarray(np.random.RandomState(i).randint(0, 255, (side, side, 3), dtype=np.uint8)), "PNG")
-            for i in range(count)]
+    return [
+        encode(Image.fromarray(np.random.RandomState(i).randint(0, 255, (side, side, 3), dtype=np.uint8)), "PNG")
+        for i in range(count)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -236,8 +258,9 @@ def roomy(module_settings: SettingsFactory) -> Iterator[TestClient]:
         yield client
 
 
-def test_full_temp_directory_is_a_clear_507_without_partial_output(roomy: TestClient, small_tmpfs: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_full_temp_directory_is_a_clear_507_without_partial_output(
+    roomy: TestClient, small_tmpfs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(small_tmpfs))
     before = files_under(small_tmpfs)
     uploads = noise_pngs(6, side=500)  # each under 1 MB (kept in memory by the form parser); their zip is ~6 MB
@@ -250,8 +273,9 @@ def test_full_temp_directory_is_a_clear_507_without_partial_output(roomy: TestCl
     assert roomy.post("/api/remove", files={"file": ("p.png", photo_png())}).status_code == 200
 
 
-def test_an_upload_that_cannot_be_stored_in_a_full_temp_directory_is_507(roomy: TestClient, small_tmpfs: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_upload_that_cannot_be_stored_in_a_full_temp_directory_is_507(
+    roomy: TestClient, small_tmpfs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(small_tmpfs))
     big = noise_pngs(1, side=700)[0]  # over 1 MB: the form parser spools it to TMPDIR, which is full
     response = roomy.post("/api/remove", files={"file": ("big.png", big)})
@@ -280,8 +304,15 @@ def with_ui(module_settings: SettingsFactory) -> Iterator[TestClient]:
         yield client
 
 
-@pytest.mark.parametrize("path", ["/gradio_api/file=/etc/passwd", "/gradio_api/file=../../../../etc/passwd",
-                                  "/gradio_api/file=%2Fetc%2Fpasswd", "/file=/etc/passwd"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/gradio_api/file=/etc/passwd",
+        "/gradio_api/file=../../../../etc/passwd",
+        "/gradio_api/file=%2Fetc%2Fpasswd",
+        "/file=/etc/passwd",
+    ],
+)
 def test_gradio_file_routes_do_not_serve_other_files(with_ui: TestClient, path: str) -> None:
     response = with_ui.get(path)
     assert response.status_code in (403, 404, 405) and "root:" not in response.text
@@ -317,8 +348,9 @@ def test_gradio_results_are_deleted_after_the_ttl(tmp_path: Path, tiny_model: Pa
 
     from scripts.server import start_server, stop_server
 
-    server = start_server(tmp_path, REMBG_MODEL_NAME=str(tiny_model), REMBG_SESSION_PATH=str(tmp_path / "home"),
-                          RESULT_TTL_SECONDS="2")
+    server = start_server(
+        tmp_path, REMBG_MODEL_NAME=str(tiny_model), REMBG_SESSION_PATH=str(tmp_path / "home"), RESULT_TTL_SECONDS="2"
+    )
     try:
         (tmp_path / "in").mkdir()
         (tmp_path / "in" / "p.png").write_bytes(photo_png())
@@ -341,8 +373,14 @@ def test_gradio_results_are_deleted_after_the_ttl(tmp_path: Path, tiny_model: Pa
 
 
 def test_config_error_stops_start_up_with_exit_2_and_hides_keys() -> None:
-    done = subprocess.run([sys.executable, "app.py"], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "API_KEYS": "short-secret"})
+    done = subprocess.run(
+        [sys.executable, "app.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "API_KEYS": "short-secret"},
+    )
     assert done.returncode == 2 and "short-secret" not in done.stderr and "API_KEYS=<hidden>" in done.stderr
 
 
@@ -355,12 +393,18 @@ class Collect(logging.Handler):
         self.records.append(record)
 
 
-@pytest.mark.parametrize(("env", "warned"), [({"GRADIO_SERVER_NAME": "0.0.0.0"}, True),
-                                             ({"GRADIO_SERVER_NAME": "0.0.0.0", "API_KEYS": KEYS[0]}, False),
-                                             ({"GRADIO_SERVER_NAME": "127.0.0.1"}, False),
-                                             ({}, False)])
-def test_listening_beyond_loopback_without_keys_logs_a_warning(module_settings: SettingsFactory, env: dict[str, str],
-                                                               warned: bool) -> None:
+@pytest.mark.parametrize(
+    ("env", "warned"),
+    [
+        ({"GRADIO_SERVER_NAME": "0.0.0.0"}, True),
+        ({"GRADIO_SERVER_NAME": "0.0.0.0", "API_KEYS": KEYS[0]}, False),
+        ({"GRADIO_SERVER_NAME": "127.0.0.1"}, False),
+        ({}, False),
+    ],
+)
+def test_listening_beyond_loopback_without_keys_logs_a_warning(
+    module_settings: SettingsFactory, env: dict[str, str], warned: bool
+) -> None:
     app = create_app(module_settings(**env), ui=False)
     collect = Collect()
     logging.getLogger().addHandler(collect)  # after create_app: it replaces the root handlers
