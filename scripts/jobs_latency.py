@@ -4,9 +4,10 @@
     python scripts/jobs_latency.py --url http://127.0.0.1:7860 --requests 10 --jobs 2 --files 20
 
 Issue 16 asks that interactive latency stays within 2x of idle while jobs run (interactive first). The script
-sends the same photos to /api/remove one at a time, first on an idle server, then while JOBS jobs of FILES
-photos each are queued and running, and prints the median and p90 of both, their ratio, and how many job
-files were processed meanwhile (jobs must progress, not just wait). Bounded: REQUESTS requests per phase, a
+sends the same photos to /api/remove one at a time on an idle server, then while JOBS jobs of FILES photos
+each are running, then idle again (the two idle phases are pooled: other load on a shared machine drifts), and
+prints the median and p90 of idle and busy, their ratio, and how many job files were processed meanwhile
+(jobs must progress, not just wait). Bounded: REQUESTS requests per phase, a
 wall-clock limit, loopback servers only. Exit status 1 when the median ratio is above --max-ratio.
 """
 
@@ -90,18 +91,22 @@ def measure(url: str, args: argparse.Namespace) -> float:
         after = sum(status["done"] for status in statuses)
         window = time.monotonic() - started
         still_running = any(status["status"] in ("queued", "running") for status in statuses)
-        for job_id in job_ids:  # cancel, then delete: leave nothing behind on a long-lived server
+        for job_id in job_ids:  # cancel (the running item finishes), then measure idle once more, then delete
             client.delete(f"/api/jobs/{job_id}")
-        time.sleep(0.5)
+        while any(client.get(f"/api/jobs/{job_id}").json()["status"] == "running" for job_id in job_ids):
+            time.sleep(0.1)
+        idle_after = timed_removals(client, interactive, deadline)
         for job_id in job_ids:
             client.delete(f"/api/jobs/{job_id}")
 
-    if not idle or not busy:
-        raise SystemExit("the time limit was reached before both phases ran; raise --seconds")
+    if not idle or not busy or not idle_after:
+        raise SystemExit("the time limit was reached before all three phases ran; raise --seconds")
+    # Idle is measured before and after the busy phase: on a shared machine, other load drifts in between.
+    idle = idle + idle_after
     idle_median, idle_p90 = summary(idle)
     busy_median, busy_p90 = summary(busy)
     ratio = busy_median / idle_median
-    print(f"idle:      {len(idle)} requests, median {idle_median:.3f} s, p90 {idle_p90:.3f} s")
+    print(f"idle:      {len(idle)} requests (half before, half after the jobs), median {idle_median:.3f} s, p90 {idle_p90:.3f} s")
     print(
         f"jobs busy: {len(busy)} requests, median {busy_median:.3f} s, p90 {busy_p90:.3f} s "
         f"({after - before} job files done in those {window:.1f} s; jobs still running at the end: {still_running})"

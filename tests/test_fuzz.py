@@ -24,7 +24,11 @@ def cases() -> list[Case]:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> dict[str, str]:
-    return {"REMBG_MODEL_NAME": str(tiny_model), "REMBG_SESSION_PATH": str(tmp_path_factory.mktemp("fuzz-home"))}
+    return {
+        "REMBG_MODEL_NAME": str(tiny_model),
+        "REMBG_SESSION_PATH": str(tmp_path_factory.mktemp("fuzz-home")),
+        "DATA_DIR": str(tmp_path_factory.mktemp("fuzz-data")),
+    }
 
 
 def failures(outcomes: list[Outcome]) -> list[str]:

@@ -23,7 +23,7 @@ from bgremove.core.observability import RequestContext, configure_logging
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings, get_settings
 from bgremove.core.warmup import WarmupState, limit_heap_growth, warm
-from bgremove.web import api
+from bgremove.web import api, removebg
 from bgremove.web.api import EXPOSED_HEADERS
 from bgremove.web.errors import install_error_handlers
 from bgremove.web.guard import ApiGuard
@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None, *, cache: SessionCache | None =
     app.add_api_route("/metrics", api.metrics, methods=["GET"], include_in_schema=False)
     install_error_handlers(app)
     app.add_middleware(ApiGuard, settings=settings)
+    removebg.install_removebg(app, settings)  # /v1.0: remove.bg's shapes; its guard sits inside CORS and request ids
     # Outermost last: request ids and metrics see every response; CORS answers preflights before the key check.
     # An explicit CORSMiddleware also stops Gradio adding its own permissive one. No origins: same-origin only.
     app.add_middleware(
@@ -82,7 +83,7 @@ def create_app(settings: Settings | None = None, *, cache: SessionCache | None =
         allow_origins=list(settings.cors_origins),
         allow_methods=["GET", "POST"],
         allow_headers=["X-API-Key", "Authorization", "Content-Type", "X-Request-ID"],
-        expose_headers=EXPOSED_HEADERS,
+        expose_headers=EXPOSED_HEADERS + removebg.EXPOSED_HEADERS,
     )
     app.add_middleware(RequestContext)
     if ui:

@@ -23,6 +23,7 @@ from bgremove.core.settings import Settings
 from bgremove.core.warmup import WarmupState
 
 REQUEST_FIELDS = frozenset({"file", "files", "image_url", "bg_image"})  # the removal endpoints' non-option fields
+_PROPERTIES: dict[str, Any] = RemovalOptions.model_json_schema()["properties"]  # each option's JSON schema
 
 
 async def get_settings(request: Request) -> Settings:
@@ -90,7 +91,6 @@ def options_dependency(request_fields: frozenset[str] = REQUEST_FIELDS) -> Calla
     return options
 
 
-_PROPERTIES: dict[str, Any] = RemovalOptions.model_json_schema()["properties"]
 removal_options = options_dependency()  # /api/remove and /api/remove/batch
 Options = Annotated[RemovalOptions, Depends(removal_options)]
 AppSettings = Annotated[Settings, Depends(get_settings)]

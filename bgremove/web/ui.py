@@ -43,8 +43,13 @@ CSS = f"""
 .dependent:has(:disabled) {{ opacity: 0.45; }}
 /* On a phone a dropdown's text must not run under its arrow. */
 input[role=combobox] {{ text-overflow: ellipsis; padding-right: 2.2em !important; min-width: 0; }}
-/* The gallery is only as tall as its thumbnails. */
+/* The gallery leaves no blank space: rows of thumbnails at their own aspect ratio (Gradio's square cells
+   letterbox every photo that is not square), and the block is only as tall as its rows. */
 #batch-gallery .grid-wrap {{ height: auto !important; min-height: 0 !important; max-height: none !important; }}
+#batch-gallery .grid-container {{ display: flex !important; flex-wrap: wrap; gap: 8px; }}
+#batch-gallery .gallery-item {{ flex: 0 0 auto; height: 200px; width: auto; }}
+#batch-gallery .thumbnail-item {{ height: 100% !important; width: auto !important; aspect-ratio: auto !important; }}
+#batch-gallery .thumbnail-item img {{ height: 100% !important; width: auto !important; object-fit: contain; }}
 """
 
 
@@ -112,9 +117,7 @@ def build_ui(settings: Settings, cache: SessionCache) -> gr.Blocks:
                 elem_id="batch-table",
                 column_widths=["20%", "11%", "11%", "8%", "50%"],
             )
-            gallery = gr.Gallery(
-                label="Results", columns=6, height="auto", object_fit="contain", visible=False, elem_id="batch-gallery"
-            )
+            gallery = gr.Gallery(label="Results", height="auto", object_fit="contain", visible=False, elem_id="batch-gallery")
             with gr.Row():
                 zip_button = gr.DownloadButton("Download All (zip)", interactive=False, elem_id="batch-download-zip")
                 json_button = gr.DownloadButton("Download manifest (JSON)", interactive=False, elem_id="batch-download-json")
@@ -145,7 +148,8 @@ def build_ui(settings: Settings, cache: SessionCache) -> gr.Blocks:
 
         demo.load(refresh, inputs=models, outputs=[*models, *infos, page_footer], **quick)
     demo.queue(max_size=settings.max_queue_size, default_concurrency_limit=settings.max_concurrent_inferences)
-    return demo
+    blocks: gr.Blocks = demo
+    return blocks
 
 
 def option_panel(prefix: str, settings: Settings) -> ControlSet:

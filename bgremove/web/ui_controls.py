@@ -63,9 +63,9 @@ def option_fields() -> list[OptionField]:
         minimum = maximum = None
         for bound in info.metadata:
             if isinstance(bound, annotated_types.Ge | annotated_types.Gt):
-                minimum = float(bound.ge if isinstance(bound, annotated_types.Ge) else bound.gt)
+                minimum = _number(bound.ge if isinstance(bound, annotated_types.Ge) else bound.gt)
             if isinstance(bound, annotated_types.Le | annotated_types.Lt):
-                maximum = float(bound.le if isinstance(bound, annotated_types.Le) else bound.lt)
+                maximum = _number(bound.le if isinstance(bound, annotated_types.Le) else bound.lt)
         fields.append(
             OptionField(
                 name=name,
@@ -75,7 +75,7 @@ def option_fields() -> list[OptionField]:
                 description=info.description or "",
                 group=str(extra.get("group", "advanced")),
                 annotation=annotation,
-                example=extra.get("example"),
+                example=str(extra["example"]) if extra.get("example") is not None else None,
                 choices=typing.get_args(annotation) if _kind(annotation) == "choice" else (),
                 minimum=minimum,
                 maximum=maximum,
@@ -83,6 +83,10 @@ def option_fields() -> list[OptionField]:
             )
         )
     return fields
+
+
+def _number(value: Any) -> float:
+    return float(value)
 
 
 def _strip_none(annotation: Any) -> tuple[Any, bool]:
@@ -123,7 +127,7 @@ class OptionControl:
     """The component(s) of one field. `main` holds the field's value; `read` turns the components' values
     (in `components` order) into option values (and, for the background, the `BG_IMAGE` upload)."""
 
-    field: OptionField
+    spec: OptionField
     main: Component
     components: list[Component]
     read: Callable[[list[Any]], dict[str, Any]]
@@ -314,7 +318,7 @@ class ControlSet:
             for target in targets:
                 target.interactive = on
                 target.elem_classes = [*(target.elem_classes or []), "dependent"]
-            self.controls[flag].main.change(
+            typing.cast(gr.Checkbox, self.controls[flag].main).change(
                 lambda value, n=len(targets): [gr.update(interactive=bool(value))] * n,
                 inputs=self.controls[flag].main,
                 outputs=targets,

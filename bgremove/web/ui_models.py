@@ -44,7 +44,7 @@ def model_info(name: str | None, settings: Settings) -> str:
     parts = [
         f"**{entry.name}** ({where}, {entry.size_mb} MB)",
         f"licence **{entry.license}**",
-        f"{'from' if entry.on_disk else 'downloads from'} {entry.source}",
+        f"{'from' if entry.on_disk else 'downloads from'} `{entry.source}`",
     ]
     if entry.sha256:
         parts.append(f"sha256 `{entry.sha256[:12]}…`")

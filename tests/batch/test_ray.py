@@ -264,6 +264,7 @@ def test_without_ray_the_cli_says_what_to_install(photos: Path, env: dict[str, s
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # imports Ray in a subprocess
 def test_unreachable_cluster_fails_in_one_line(photos: Path, env: dict[str, str], tmp_path: Path) -> None:
     pytest.importorskip("ray")
     done = run_cli(

@@ -21,7 +21,6 @@ from PIL import Image
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings, load_settings
 from bgremove.web.app import create_app
-from bgremove.web.removebg import install_removebg
 from tests.conftest import encode, square_photo
 from tests.web.conftest import live, running
 
@@ -30,11 +29,8 @@ KEY = "removebg-test-key-0123456789"
 
 
 def build_app(settings: Settings, cache: SessionCache | None = None) -> FastAPI:
-    """The app as `create_app` builds it, with the remove.bg door wired in if create_app does not do it yet."""
-    app = create_app(settings, cache=cache, ui=False)
-    if not any(getattr(route, "path", "").startswith("/v1.0/") for route in app.routes):
-        install_removebg(app, settings)
-    return app
+    """The app as `create_app` builds it (REST and the remove.bg door, no Gradio)."""
+    return create_app(settings, cache=cache, ui=False)
 
 
 @pytest.fixture(scope="module")

@@ -65,8 +65,14 @@ def serve(settings: Settings) -> Iterator[LiveUi]:
 
 def ui_settings(tmp: Path, tiny_model: Path, **env: str) -> Settings:
     """The tiny model as default; the model home is the real one, so one slow test can name isnet-general-use."""
-    return load_settings({"REMBG_MODEL_NAME": str(tiny_model), "REMBG_SESSION_PATH": str(REAL_MODEL_HOME),
-                          "GRADIO_SERVER_NAME": "127.0.0.1", **env})
+    return load_settings(
+        {
+            "REMBG_MODEL_NAME": str(tiny_model),
+            "REMBG_SESSION_PATH": str(REAL_MODEL_HOME),
+            "GRADIO_SERVER_NAME": "127.0.0.1",
+            **env,
+        }
+    )
 
 
 @pytest.fixture(scope="module")

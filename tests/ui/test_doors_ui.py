@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
+import io
 import typing
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -62,8 +64,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> gr.Block
 
 @pytest.mark.parametrize("tab", ["single", "batch"])
 @pytest.mark.parametrize("name", UI_FIELDS)
-def test_every_ui_field_has_a_control_with_the_schemas_label_bounds_choices_and_default(demo: gr.Blocks, tab: str,
-                                                                                        name: str) -> None:
+def test_every_ui_field_has_a_control_with_the_schemas_label_bounds_choices_and_default(
+    demo: gr.Blocks, tab: str, name: str
+) -> None:
     info = FIELDS[name]
     control = elem(demo, f"{tab}-{name.replace('_', '-')}")
     assert control.label == field_extra(name)["label"]
@@ -107,8 +110,12 @@ def test_controls_left_at_their_defaults_give_the_schemas_defaults(ui_cache: Ses
 
 def test_sliders_that_depend_on_a_flag_start_inactive(demo: gr.Blocks) -> None:
     for tab in ("single", "batch"):
-        for name in ("alpha_matting_foreground_threshold", "alpha_matting_background_threshold",
-                     "alpha_matting_erode_size", "crop_margin"):
+        for name in (
+            "alpha_matting_foreground_threshold",
+            "alpha_matting_background_threshold",
+            "alpha_matting_erode_size",
+            "crop_margin",
+        ):
             assert elem(demo, f"{tab}-{name.replace('_', '-')}").interactive is False, name
         assert elem(demo, f"{tab}-alpha-matting").interactive is not False
 
@@ -179,7 +186,7 @@ def accepted_value(name: str, model: str) -> Any:
 
 def refused_value(name: str) -> Any:
     """A value parse_options refuses for this field alone, or None (model: any name parses; the store refuses it)."""
-    low, high = bounds(name)
+    _, high = bounds(name)
     candidates = ["maybe", "huge", "80%", "0%", "1 2", "notacolour", "nope"]
     if high is not None:
         candidates.insert(0, int(high) + 1)
@@ -241,8 +248,11 @@ def test_remove_batch_refuses_a_bad_value_with_the_same_message(client: Client, 
 
 
 def test_remove_batch_takes_the_options(client: Client, photo: str) -> None:
-    zip_path, manifest = client.predict([handle_file(photo)], format="jpg", size="preview", bg_color="ffffff",
-                                        api_name="/remove_batch")
+    zip_path, manifest = client.predict(
+        [handle_file(photo)], format="jpg", crop=True, bg_color="ffffff", api_name="/remove_batch"
+    )
     item = manifest["items"][0]
     assert (item["status"], item["output"], item["format"]) == ("completed", "box.jpg", "jpg")
-    assert item["width"] * item["height"] <= 250_000 or Image.open(photo).size == (item["width"], item["height"])
+    with zipfile.ZipFile(zip_path) as archive:
+        image = Image.open(io.BytesIO(archive.read("box.jpg")))
+    assert image.format == "JPEG" and image.size == (item["width"], item["height"]) and image.width < 320  # cropped

@@ -49,8 +49,7 @@ def test_remove_returns_a_transparent_png_named_after_the_photo(client: Client, 
 
 
 def test_remove_takes_the_options_as_keywords(client: Client, photos: Path) -> None:
-    output = client.predict(handle_file(str(photos / "box.jpg")), crop=True, format="jpg", bg_color="ffffff",
-                            api_name="/remove")
+    output = client.predict(handle_file(str(photos / "box.jpg")), crop=True, format="jpg", bg_color="ffffff", api_name="/remove")
     image = Image.open(output)
     assert Path(output).name == "box-nobg.jpg" and image.format == "JPEG"
     assert image.width < 320 and image.height < 240  # cropped to the box
@@ -59,16 +58,16 @@ def test_remove_takes_the_options_as_keywords(client: Client, photos: Path) -> N
 
 
 def test_a_background_image_goes_behind_the_subject(client: Client, photos: Path) -> None:
-    output = client.predict(handle_file(str(photos / "box.webp")), bg_image=handle_file(str(photos / "blue.png")),
-                            api_name="/remove")
+    output = client.predict(
+        handle_file(str(photos / "box.webp")), bg_image=handle_file(str(photos / "blue.png")), api_name="/remove"
+    )
     image = np.asarray(Image.open(output).convert("RGB")).astype(int)
     assert np.abs(image[0, 0] - [0, 128, 255]).max() <= 3 and image.shape[:2] == (300, 200)
 
 
 def test_old_positional_clients_still_work(client: Client, photos: Path) -> None:
     # (image, model, alpha_matting, fg, bg, erode, post_process_mask, only_mask, bg_color): the endpoint's old order
-    output = client.predict(handle_file(str(photos / "box.webp")), "", False, 240, 10, 10, False, True, "",
-                            api_name="/remove")
+    output = client.predict(handle_file(str(photos / "box.webp")), "", False, 240, 10, 10, False, True, "", api_name="/remove")
     mask = Image.open(output)
     assert mask.mode == "L" and mask.size == (200, 300)
 
@@ -78,6 +77,7 @@ def test_remove_reports_a_broken_file_with_the_cores_message(client: Client, pho
         remove_background(BROKEN_PNG, "broken.png", parse_options(), settings=live_ui.settings, cache=live_ui.cache)
     with pytest.raises(AppError) as refused:
         client.predict(handle_file(str(photos / "broken.png")), api_name="/remove")
+
     def same(text: str) -> str:  # the core's message quotes Pillow's, which names an object address
         return re.sub(r"0x[0-9a-f]+", "0x…", text)
 
@@ -86,8 +86,11 @@ def test_remove_reports_a_broken_file_with_the_cores_message(client: Client, pho
 
 
 def test_remove_batch_returns_the_zip_and_its_manifest(client: Client, photos: Path) -> None:
-    zip_path, manifest = client.predict([handle_file(str(photos / name)) for name in ("box.jpg", "box.webp", "broken.png")],
-                                        format="webp", api_name="/remove_batch")
+    zip_path, manifest = client.predict(
+        [handle_file(str(photos / name)) for name in ("box.jpg", "box.webp", "broken.png")],
+        format="webp",
+        api_name="/remove_batch",
+    )
     assert (manifest["count"], manifest["completed"], manifest["failed"]) == (3, 2, 1)
     with zipfile.ZipFile(zip_path) as archive:
         assert sorted(archive.namelist()) == ["box-2.webp", "box.webp", "manifest.json"]

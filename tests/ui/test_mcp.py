@@ -32,10 +32,16 @@ def mcp_server(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> It
         yield live
 
 
-@pytest.mark.parametrize(("env", "expected"), [
-    ({}, False), ({"MCP_SERVER": "1"}, True), ({"MCP_SERVER": "off"}, False), ({"GRADIO_MCP_SERVER": "True"}, True),
-    ({"GRADIO_MCP_SERVER": "true", "MCP_SERVER": "0"}, False),  # ours wins over Gradio's
-])
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, False),
+        ({"MCP_SERVER": "1"}, True),
+        ({"MCP_SERVER": "off"}, False),
+        ({"GRADIO_MCP_SERVER": "True"}, True),
+        ({"GRADIO_MCP_SERVER": "true", "MCP_SERVER": "0"}, False),  # ours wins over Gradio's
+    ],
+)
 def test_mcp_server_setting(env: dict[str, str], expected: bool) -> None:
     assert load_settings(env).mcp_server is expected
 
@@ -52,14 +58,14 @@ def test_mcp_server_without_the_mcp_package_says_what_to_install(tmp_path: Path,
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == (
-        "error: MCP_SERVER=1 needs the mcp package. Run: pip install -r requirements-mcp.txt")
+        "error: MCP_SERVER=1 needs the mcp package. Run: pip install -r requirements-mcp.txt"
+    )
 
 
 async def _session(url: str, work: Any) -> Any:
-    async with streamable_http_client(f"{url}/gradio_api/mcp/") as (read, write, _):
-        async with ClientSession(read, write) as session:
-            await session.initialize()
-            return await work(session)
+    async with streamable_http_client(f"{url}/gradio_api/mcp/") as (read, write, _), ClientSession(read, write) as session:
+        await session.initialize()
+        return await work(session)
 
 
 def call(server: LiveUi, tool: str, arguments: dict[str, Any]) -> Any:
@@ -114,7 +120,8 @@ def test_remove_tool_reports_a_bad_image_as_a_tool_error(mcp_server: LiveUi) -> 
 
 
 def test_remove_tool_refuses_a_bad_option_with_the_schemas_words(mcp_server: LiveUi) -> None:
-    result = call(mcp_server, "remove_image_background",
-                  {"image": data_uri(encode(product_photo((90, 60)), "PNG")), "size": "huge"})
+    result = call(
+        mcp_server, "remove_image_background", {"image": data_uri(encode(product_photo((90, 60)), "PNG")), "size": "huge"}
+    )
     assert result.isError
     assert "size='huge' is not valid" in result.content[0].text and "Use preview, medium, hd or full." in result.content[0].text

@@ -68,8 +68,9 @@ def test_default_output_is_a_transparent_png_named_after_the_photo(ui_cache: Ses
 
 
 def test_jpg_on_a_picked_colour_is_labelled_and_downloaded_as_such(ui_cache: SessionCache, tmp_path: Path) -> None:
-    cutout, _, download, metadata, _ = run_single(ui_cache, write_photo(tmp_path / "box.png"), format="jpg",
-                                                  bg_mode="colour", bg_color="#ff0000")
+    cutout, _, download, metadata, _ = run_single(
+        ui_cache, write_photo(tmp_path / "box.png"), format="jpg", bg_mode="colour", bg_color="#ff0000"
+    )
     assert cutout["label"] == "Cutout on #ff0000 (JPG)"
     assert Path(download["value"]).name == "box-nobg.jpg" and download["label"] == "Download JPG"
     image = Image.open(download["value"])
@@ -79,8 +80,9 @@ def test_jpg_on_a_picked_colour_is_labelled_and_downloaded_as_such(ui_cache: Ses
 
 
 def test_the_colour_pickers_rgba_values_are_understood(ui_cache: SessionCache, tmp_path: Path) -> None:
-    cutout, _, download, _, _ = run_single(ui_cache, write_photo(tmp_path / "box.png"), bg_mode="colour",
-                                           bg_color="rgba(0, 0, 255, 0.5)")
+    cutout, _, download, _, _ = run_single(
+        ui_cache, write_photo(tmp_path / "box.png"), bg_mode="colour", bg_color="rgba(0, 0, 255, 0.5)"
+    )
     assert cutout["label"] == "Cutout on 0,0,255,128, partly transparent (PNG)"
     assert np.asarray(Image.open(download["value"]))[0, 0].tolist() == [0, 0, 255, 128]
 
@@ -136,8 +138,9 @@ class ExplodingCache(SessionCache):
         return ExplodingModel(**{f.name: getattr(loaded, f.name) for f in dataclasses.fields(loaded)})
 
 
-def test_an_unexpected_error_is_logged_not_shown(ui_cache: SessionCache, tmp_path: Path,
-                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_an_unexpected_error_is_logged_not_shown(
+    ui_cache: SessionCache, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     cache = ExplodingCache(ui_cache.settings)
     with caplog.at_level(logging.ERROR):
         *_, status = run_single(cache, write_photo(tmp_path / "box.png"))

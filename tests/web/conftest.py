@@ -34,9 +34,10 @@ HttpResponse = Any  # httpx.Response, or httpx2.Response from the TestClient: th
 def module_settings(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> SettingsFactory:
     """Settings on the tiny model with a model home of this module's own; override any variable."""
     home = tmp_path_factory.mktemp("rembg-home")
+    data = tmp_path_factory.mktemp("data")  # jobs' SQLite and files, never ~/.bgremove
 
     def build(**env: str) -> Settings:
-        return load_settings({"REMBG_SESSION_PATH": str(home), "REMBG_MODEL_NAME": str(tiny_model), **env})
+        return load_settings({"REMBG_SESSION_PATH": str(home), "REMBG_MODEL_NAME": str(tiny_model), "DATA_DIR": str(data), **env})
 
     return build
 

@@ -1,0 +1,123 @@
+"""Refresh the README's screenshots of both UI tabs (the tests never write into assets/).
+
+    python scripts/screenshots.py                  # assets/screenshot-single.png and assets/screenshot-batch.png
+    python scripts/screenshots.py --out /tmp/shots # somewhere else
+
+Serves the app in this process (settings from the environment, so the default isnet-general-use model; it must be
+on disk: `python -m bgremove models pull`), drives Debian's Chromium headless through a cut-out of
+assets/example-astronaut.jpg and a batch of every assets/example-*.jpg, and saves full-page screenshots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import uvicorn
+from playwright.sync_api import Page, ViewportSize, expect, sync_playwright
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bgremove.core.settings import load_settings  # noqa: E402  (the checkout's package, not an installed one)
+from bgremove.web.app import create_app  # noqa: E402
+
+ASSETS = ROOT / "assets"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+VIEWPORT: ViewportSize = {"width": 1280, "height": 1000}
+TIMEOUT_MS = 180_000
+
+
+@contextmanager
+def serve() -> Iterator[str]:
+    """The app on 127.0.0.1 and a free port, once its default model is loaded."""
+    app = create_app(load_settings())
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", log_config=None))
+    thread = threading.Thread(target=server.run, name="screenshots-uvicorn", daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise SystemExit("the server did not start")
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    try:
+        deadline = time.monotonic() + TIMEOUT_MS / 1000
+        while not (health := httpx.get(f"{url}/api/health", timeout=5).json())["ready"]:
+            if health["status"] == "error" or time.monotonic() > deadline:
+                raise SystemExit(f"the model did not load: {health.get('error') or health.get('message')}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def wait_images(page: Page, selector: str, count: int) -> None:
+    page.wait_for_function(
+        """([selector, count]) => {
+            const images = [...document.querySelectorAll(selector + " img")];
+            return images.length >= count && images.every(img => img.complete && img.naturalWidth > 0);
+        }""",
+        arg=[selector, count],
+        timeout=TIMEOUT_MS,
+    )
+
+
+def single(page: Page, url: str, target: Path) -> None:
+    page.goto(url + "/")
+    page.locator("#single-photo input[type=file]").set_input_files(ASSETS / "example-astronaut.jpg")
+    wait_images(page, "#single-photo", 1)
+    page.locator("#single-run").click()
+    expect(page.locator("#single-status")).to_contain_text("Done in", timeout=TIMEOUT_MS)
+    wait_images(page, "#single-cutout", 1)
+    wait_images(page, "#single-compare", 2)
+    page.screenshot(path=target, full_page=True)
+
+
+def batch(page: Page, url: str, target: Path) -> None:
+    photos = sorted(ASSETS.glob("example-*.jpg"))
+    page.goto(url + "/")
+    page.get_by_role("tab", name="Batch").click()
+    page.locator("#batch-files input[type=file]").set_input_files(photos)
+    for photo in photos:
+        expect(page.locator("#batch-files")).to_contain_text(photo.stem)
+    page.locator("#batch-run").click()
+    # The summary ("Done: all 4 completed.", "Partly done: ...", "Failed: ..."), not the progress ("2 of 4 done").
+    expect(page.locator("#batch-status")).to_contain_text(re.compile("completed|could be processed"), timeout=TIMEOUT_MS)
+    wait_images(page, "#batch-gallery", len(photos))
+    page.screenshot(path=target, full_page=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ASSETS, help="folder for the two PNGs (default: assets/)")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    with serve() as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            single(page, url, args.out / "screenshot-single.png")
+            batch(page, url, args.out / "screenshot-batch.png")
+        finally:
+            browser.close()
+    for name in ("screenshot-single.png", "screenshot-batch.png"):
+        print(args.out / name)
+
+
+if __name__ == "__main__":
+    main()
