@@ -80,11 +80,6 @@ def test_app_module_is_what_spaces_and_uvicorn_serve(tmp_path, tiny_model):
     assert info["fastapi"]
     assert {"/api/health", "/api/remove", "/api/remove/batch", "/api/models"} <= set(info["paths"])
     assert info["mounts"] == [""] and info["last_is_mount"]  # Gradio at "/", after the /api routes
-    source = (ROOT / "app.py").read_text()
-    assert (
-        'if __name__ == "__main__":' in source
-        and "uvicorn.run(app, host=settings.server_name, port=settings.server_port" in source
-    )
 
 
 # --- Docker ----------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from bgremove.core.settings import Settings
 from bgremove.web.ui_api import add_api_endpoints
 from bgremove.web.ui_controls import SWATCHES, ControlContext, ControlSet
 from bgremove.web.ui_files import remove_work_files, start_sweeper, sweep_expired
-from bgremove.web.ui_handlers import TABLE_HEADERS, UiHandlers
+from bgremove.web.ui_handlers import TABLE_HEADERS, UiHandlers, shielded
 from bgremove.web.ui_models import footer, model_choices, model_info
 
 __all__ = ["CSS", "build_ui", "remove_work_files", "start_sweeper", "sweep_expired", "ui_login"]
@@ -146,7 +146,10 @@ def build_ui(settings: Settings, cache: SessionCache) -> gr.Blocks:
                 footer(cache),
             )
 
-        demo.load(refresh, inputs=models, outputs=[*models, *infos, page_footer], **quick)
+        def keep() -> tuple[Any, ...]:
+            return tuple(gr.skip() for _ in range(2 * len(models) + 1))
+
+        demo.load(shielded(refresh, keep), inputs=models, outputs=[*models, *infos, page_footer], **quick)
     demo.queue(max_size=settings.max_queue_size, default_concurrency_limit=settings.max_concurrent_inferences)
     blocks: gr.Blocks = demo
     return blocks
@@ -159,6 +162,6 @@ def option_panel(prefix: str, settings: Settings) -> ControlSet:
             prefix=prefix,
             model_choices=model_choices(settings),
             default_model=settings.model_name,
-            model_info=lambda name: model_info(name, settings),
+            model_info=shielded(lambda name: model_info(name, settings), lambda: ""),
         )
     )

@@ -8,17 +8,18 @@ and shown as one plain sentence.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
 import queue
 import threading
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, TypeVar
 
 import gradio as gr
 from PIL import Image
@@ -35,6 +36,7 @@ from bgremove.web.ui_controls import ControlSet, payload_name, payload_path
 from bgremove.web.ui_files import job_dir, read_limited, save
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FORMAT_NAMES = {"png": "PNG", "jpg": "JPG", "webp": "WebP", "zip": "ZIP"}
 TABLE_HEADERS = ["file", "status", "size", "seconds", "error / hint"]
@@ -59,6 +61,20 @@ def explain(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, OSError):
         return "The server could not read or write a temporary file.", StorageFull.default_hint
     return UNEXPECTED, UNEXPECTED_HINT
+
+
+def shielded(fn: Callable[..., T], fallback: Callable[[], T]) -> Callable[..., T]:
+    """`fn` for a display-only event (model info, page-load refresh): a failure is logged, the page keeps what it shows."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any) -> T:
+        try:
+            return fn(*args)
+        except Exception:
+            log.exception("UI refresh failed")
+            return fallback()
+
+    return wrapper
 
 
 def failure(exc: BaseException) -> str:
@@ -128,10 +144,10 @@ class UiHandlers:
     def single(self, controls: ControlSet, upload: Any, values: Sequence[Any]) -> tuple[Any, ...]:
         """Single-image tab -> (cutout, before/after, download, metadata, status). `upload` is the photo's raw payload."""
         empty = (gr.update(value=None, label="Cutout"), None, gr.update(value=None, label="Download", interactive=False), None)
-        photo = payload_path(upload)
-        if not photo:
-            return (*empty, "Upload a photo first.")
         try:
+            photo = payload_path(upload)
+            if not photo:
+                return (*empty, "Upload a photo first.")
             options, bg_path = controls.read(values)
             bg_image = self.read_bg_image(bg_path)
             filename = payload_name(upload) or "image"

@@ -87,6 +87,16 @@ def test_the_colour_pickers_rgba_values_are_understood(ui_cache: SessionCache, t
     assert np.asarray(Image.open(download["value"]))[0, 0].tolist() == [0, 0, 255, 128]
 
 
+def test_a_background_image_upload_goes_behind_the_subject(ui_cache: SessionCache, tmp_path: Path) -> None:
+    backdrop = write_photo(tmp_path / "backdrop.png", Image.new("RGB", (50, 50), (0, 200, 0)))
+    cutout, _, download, _, _ = run_single(
+        ui_cache, write_photo(tmp_path / "box.png"), format="webp", bg_mode="image", bg_image=upload_payload(backdrop)
+    )
+    assert cutout["label"] == "Cutout on your background image (WebP)"
+    image = np.asarray(Image.open(download["value"]).convert("RGB")).astype(int)
+    assert np.abs(image[0, 0] - [0, 200, 0]).max() <= 8
+
+
 def test_a_zip_output_previews_its_colour_image(ui_cache: SessionCache, tmp_path: Path) -> None:
     cutout, _, download, _, _ = run_single(ui_cache, write_photo(tmp_path / "box.png"), format="zip")
     assert Path(download["value"]).name == "box-nobg.zip"
