@@ -139,7 +139,7 @@ def ellipse(size: tuple[int, int], centre: tuple[float, float], axes: tuple[floa
 
 def strands(
     base: np.ndarray, rng: np.random.Generator, count: int, length: tuple[float, float], width: tuple[float, float],
-    where: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    where: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None, spread: float = 0.45,
 ) -> np.ndarray:
     """Curved hairs growing outward from the outline of `base`, drawn at 4x and area-downsampled."""
     h, w = base.shape
@@ -157,7 +157,7 @@ def strands(
         x, y = float(xs[index]), float(ys[index])
         nx, ny = -gx[ys[index], xs[index]], -gy[ys[index], xs[index]]  # outward normal
         norm = math.hypot(nx, ny) or 1.0
-        angle = math.atan2(ny / norm, nx / norm) + rng.normal(0, 0.45)
+        angle = math.atan2(ny / norm, nx / norm) + rng.normal(0, spread)
         bend = rng.normal(0, 0.025)
         steps, step = 10, rng.uniform(*length) / 10
         x, y = x - math.cos(angle) * 3, y - math.sin(angle) * 3  # root inside the body
@@ -184,14 +184,15 @@ def furry_animal(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
         horse = horse[:, ::-1]
     x, y = int(rng.integers(0, w - bw)), int(rng.integers(int(h * 0.1), h - bh))
     body = smooth_shape(horse, size, (x, y, bw, bh))
-    return union(body, strands(body, rng, int(rng.integers(1500, 4000)), (6, 28), (0.3, 1.2)))
+    coat = strands(body, rng, int(rng.integers(6000, 10000)), (4, 16), (0.3, 1.0), spread=0.6)  # dense short fur
+    return union(union(body, coat), strands(body, rng, int(rng.integers(200, 600)), (12, 30), (0.3, 0.8)))
 
 
 def pompom(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     w, h = size
     radius = rng.uniform(0.18, 0.3) * min(w, h)
     core = ellipse(size, (w * rng.uniform(0.35, 0.65), h * rng.uniform(0.4, 0.6)), (radius, radius * rng.uniform(0.8, 1.1)), 1.5)
-    return union(core, strands(core, rng, int(rng.integers(3000, 6000)), (15, radius * 0.6), (0.3, 1.0)))
+    return union(core, strands(core, rng, int(rng.integers(8000, 12000)), (10, radius * 0.45), (0.3, 1.0)))
 
 
 def defocused(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -209,8 +210,12 @@ def portrait(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     neck = ellipse(size, (cx, h * 0.66), (w * 0.07, h * 0.12), 1.5)
     body = np.maximum(np.maximum(head, shoulders), neck)
     top = h * 0.5
-    hair = strands(head, rng, int(rng.integers(2500, 5000)), (20, 90), (0.3, 1.0), where=lambda xs, ys: ys < top)
-    return union(body, hair)
+    def upper(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        return ys < top
+
+    mass = strands(head, rng, int(rng.integers(10000, 16000)), (15, 60), (0.3, 1.0), where=upper, spread=0.9)
+    flyaways = strands(head, rng, int(rng.integers(150, 400)), (40, 110), (0.3, 0.7), where=upper)
+    return union(union(body, mass), flyaways)
 
 
 def text(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:

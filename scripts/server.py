@@ -43,6 +43,7 @@ def start_server(workdir: Path, timeout: float = 180, **env: str) -> LiveServer:
         "GRADIO_SERVER_PORT": str(port),
         "TMPDIR": str(workdir),
         "GRADIO_TEMP_DIR": str(workdir / "gradio"),
+        "DATA_DIR": str(workdir / "data"),  # jobs' state stays with this server, never in ~/.bgremove
         **env,
     }
     log_path = workdir / f"server-{port}.log"

@@ -3,17 +3,9 @@
 from __future__ import annotations
 
 import io
-import os
-import socket
-import subprocess
-import sys
-import time
 import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-
-import httpx
 
 import numpy as np
 import onnx
@@ -22,8 +14,9 @@ import pytest
 from onnx import TensorProto, helper
 from PIL import Image
 
-from bgremove.core.settings import Settings, load_settings
 from bgremove.core.sessions import SessionCache
+from bgremove.core.settings import Settings, load_settings
+from scripts import server
 
 
 def build_brightness_model(path: Path, side: int = 320) -> Path:
@@ -69,7 +62,8 @@ def make_settings(tmp_path: Path, tiny_model: Path) -> Callable[..., Settings]:
     """Settings with an isolated model home and the tiny model as default; override any variable."""
 
     def build(**env: str) -> Settings:
-        base = {"REMBG_SESSION_PATH": str(tmp_path / "rembg-home"), "REMBG_MODEL_NAME": str(tiny_model)}
+        base = {"REMBG_SESSION_PATH": str(tmp_path / "rembg-home"), "REMBG_MODEL_NAME": str(tiny_model),
+                "DATA_DIR": str(tmp_path / "data")}
         base.update(env)
         return load_settings(base)
 
@@ -116,77 +110,18 @@ def decode_png(data: bytes) -> Image.Image:
     return image
 
 
-# --- live servers ---------------------------------------------------------------------------------
+# --- live servers (only where a client needs a socket) ----------------------------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@dataclass
-class LiveServer:
-    url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    env: dict[str, str]
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(workdir: Path, **env: str) -> LiveServer:
-    """`python app.py` on 127.0.0.1 and a random port; returns once /api/health says ready."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    full_env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-                "TMPDIR": str(workdir), "GRADIO_TEMP_DIR": str(workdir / "gradio"), **env}
-    log_path = workdir / f"server-{port}.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
-    server = LiveServer(f"http://127.0.0.1:{port}", process, log_path, full_env)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
-        try:
-            health = httpx.get(f"{server.url}/api/health", timeout=2).json()
-            if health["ready"]:
-                return server
-            if health["status"] == "error":
-                raise RuntimeError(f"server could not load its model: {health['error']}")
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    stop_server(server)
-    raise RuntimeError(f"server not ready in 180 s:\n{server.log()}")
-
-
-def stop_server(server: LiveServer) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
+LiveServer = server.LiveServer
+free_port = server.free_port
+start_server = server.start_server
+stop_server = server.stop_server
 
 
 @pytest.fixture(scope="session")
 def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """The app as users start it: default settings, the real isnet-general-use model."""
-    server = start_server(tmp_path_factory.mktemp("real-server"))
-    yield server
-    stop_server(server)
-
-
-@pytest.fixture(scope="session")
-def tiny_server(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[LiveServer]:
-    """The app on the tiny model with small limits, for fast checks of every error path."""
-    workdir = tmp_path_factory.mktemp("tiny-server")
-    server = start_server(workdir, REMBG_MODEL_NAME=str(tiny_model), REMBG_SESSION_PATH=str(workdir / "home"),
-                          MAX_IMAGE_SIZE_MB="1", MAX_BATCH_FILES="6", MAX_BATCH_UNCOMPRESSED_MB="4",
-                          MAX_IMAGE_PIXELS="4000000", HTTPS_PROXY="http://127.0.0.1:9", NO_PROXY="127.0.0.1,localhost")
-    yield server
-    stop_server(server)
+    """The app as users start it (`python app.py`): default settings, the real isnet-general-use model."""
+    live = start_server(tmp_path_factory.mktemp("real-server"))
+    yield live
+    stop_server(live)

@@ -10,23 +10,21 @@ import cv2
 import numpy as np
 
 SPECKLE_KERNEL = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
-SMOOTH_SIGMA = 2.0  # rembg's post_process blurs with sigma 2 before thresholding; we blur the same amount
+SMOOTH_SIGMA = 2.0  # rembg's post_process blurs with sigma 2 before thresholding; without the threshold, half is enough
 
 
 def smooth_mask(alpha: np.ndarray) -> np.ndarray:
-    """Smooth the outline and drop speckles, keeping soft edges soft.
+    """Smooth the outline and drop speckles and pinholes, keeping soft edges soft.
 
-    rembg's post_process opens the mask, blurs it and thresholds it to 0/255, which destroys hair and
-    motion blur. Here the opened, blurred solid region only *limits* the alpha (min), so isolated specks and
-    jagged outline steps go while see-through edge pixels keep their partial values.
+    rembg's post_process opens the mask, blurs it and thresholds it to 0/255, which destroys hair and motion
+    blur. Here the opening and closing are grey-level (on the float alpha): a speck smaller than the kernel
+    goes, a pinhole fills, but a ramp (a soft edge) passes through unchanged; a light blur then evens out
+    jagged outline steps.
     """
-    solid = (alpha > 0.5).astype(np.uint8)
-    opened = cv2.morphologyEx(solid, cv2.MORPH_OPEN, SPECKLE_KERNEL)
-    # The envelope reaches past the opened outline so soft edges (alpha < 0.5) just outside it survive.
-    envelope = cv2.dilate(opened, SPECKLE_KERNEL, iterations=2).astype(np.float32)
-    envelope = cv2.GaussianBlur(envelope, (0, 0), SMOOTH_SIGMA)
-    smoothed = np.minimum(alpha, np.clip(envelope * 1.5, 0.0, 1.0))
-    result: np.ndarray = smoothed.astype(np.float32)
+    opened = cv2.morphologyEx(alpha.astype(np.float32), cv2.MORPH_OPEN, SPECKLE_KERNEL)
+    closed = cv2.morphologyEx(opened, cv2.MORPH_CLOSE, SPECKLE_KERNEL)
+    smoothed = cv2.GaussianBlur(closed, (0, 0), SMOOTH_SIGMA / 2)
+    result: np.ndarray = np.clip(smoothed, 0.0, 1.0).astype(np.float32)
     return result
 
 

@@ -23,7 +23,9 @@ from bgremove.core.observability import RequestContext, configure_logging
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings, get_settings
 from bgremove.core.warmup import WarmupState, limit_heap_growth, warm
+from bgremove.batch.jobs import JobRunner
 from bgremove.web import api, removebg
+from bgremove.web import jobs as jobs_api
 from bgremove.web.api import EXPOSED_HEADERS
 from bgremove.web.errors import install_error_handlers
 from bgremove.web.guard import ApiGuard
@@ -49,17 +51,20 @@ def create_app(settings: Settings | None = None, *, cache: SessionCache | None =
     if ui and settings.mcp_server and importlib.util.find_spec("mcp") is None:  # Gradio would fail with a traceback
         raise ConfigError("MCP_SERVER=1 needs the mcp package.", hint="Run: pip install -r requirements-mcp.txt")
     warmup = WarmupState()
+    jobs = JobRunner(settings, cache)  # durable batch jobs in DATA_DIR (ConfigError if it is unusable)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         warn_if_exposed(settings)
         # Pull the default model if missing and load it, off the request path; /api/health reports the phase.
         threading.Thread(target=warm, args=(settings, cache, warmup), name="bgremove-warmup", daemon=True).start()
+        jobs.start()  # resumes jobs a crash interrupted, then starts the workers and the retention janitor
         if ui:
             from bgremove.web.ui import start_sweeper
 
             start_sweeper(settings)  # the UI's uploads and results live RESULT_TTL_SECONDS at most
         yield
+        jobs.close()  # the current item finishes; its job resumes at the next start
         if ui:
             from bgremove.web.ui import remove_work_files
 
@@ -71,7 +76,9 @@ def create_app(settings: Settings | None = None, *, cache: SessionCache | None =
     app.state.settings = settings
     app.state.cache = cache
     app.state.warmup = warmup
-    app.include_router(api.router)  # every /api router before install_error_handlers (its /api fallback comes last)
+    app.state.jobs = jobs
+    app.include_router(api.router)
+    app.include_router(jobs_api.router)  # every /api router before install_error_handlers (its /api fallback comes last)
     app.add_api_route("/metrics", api.metrics, methods=["GET"], include_in_schema=False)
     install_error_handlers(app)
     app.add_middleware(ApiGuard, settings=settings)
@@ -81,7 +88,7 @@ def create_app(settings: Settings | None = None, *, cache: SessionCache | None =
     app.add_middleware(
         CORSMiddleware,
         allow_origins=list(settings.cors_origins),
-        allow_methods=["GET", "POST"],
+        allow_methods=["GET", "POST", "DELETE"],
         allow_headers=["X-API-Key", "Authorization", "Content-Type", "X-Request-ID"],
         expose_headers=EXPOSED_HEADERS + removebg.EXPOSED_HEADERS,
     )

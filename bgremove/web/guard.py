@@ -41,7 +41,9 @@ class ApiGuard:
         self.size_limits = {
             "/api/remove": image_limit,
             "/api/remove/batch": settings.max_batch_uncompressed_bytes + settings.max_image_bytes + MULTIPART_OVERHEAD,
+            "/api/jobs": settings.max_batch_uncompressed_bytes + settings.max_image_bytes + MULTIPART_OVERHEAD,
         }
+        self.unmetered = frozenset({"/api/jobs"})
         self.max_in_flight = settings.max_concurrent_inferences + settings.max_queue_size
         self.in_flight = 0
 
@@ -61,12 +63,16 @@ class ApiGuard:
             )
             return
         limit = self.size_limits.get(path)
+        method = scope.get("method", "GET")
         if limit is None:
             await self.app(scope, receive, send)
             return
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
             await reply(send, 413, f"Upload is larger than the limit of {limit / 1024 / 1024:.1f} MB.", SIZE_HINT)
+            return
+        if method == "GET" or path in self.unmetered:  # jobs queue themselves: 429/507 from the job store, not 503 here
+            await self._with_size_limit(scope, receive, send, limit)
             return
         if self.in_flight >= self.max_in_flight:
             REJECTED.labels(path).inc()

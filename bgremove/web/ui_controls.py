@@ -211,7 +211,7 @@ def background_control(spec: OptionField, ctx: ControlContext) -> OptionControl:
         label="Background",
         elem_id=ctx.elem_id("bg-mode"),
     )
-    with gr.Group(visible=spec.default is not None, elem_id=ctx.elem_id("bg-colour-group")) as colour_group:
+    with gr.Column(visible=spec.default is not None, elem_id=ctx.elem_id("bg-colour-group")) as colour_group:
         picker = gr.ColorPicker(
             value=spec.default or "#ffffff",
             label=spec.label,

@@ -33,7 +33,7 @@ def test_cutout_keeps_bright_centre_and_clears_corners(fmt: str, settings: Setti
     result = run(encode(square_photo((200, 120)), fmt), settings, cache, f"photo.{fmt.lower()}")
     alpha = alpha_of(result.data)
     assert alpha.shape == (120, 200) and (result.width, result.height) == (200, 120)
-    assert alpha[50:70, 80:120].min() == 255  # confident foreground is fully opaque (not 254)
+    assert alpha[50:70, 80:120].min() > 230  # (the real model's interior is exactly 255: tests/test_real_model.py)
     assert max(alpha[0, 0], alpha[0, -1], alpha[-1, 0], alpha[-1, -1]) == 0
     assert result.output_name == "photo.png" and result.media_type == "image/png"
     assert result.metadata()["model"] == "tiny-u2net.onnx"
@@ -50,13 +50,22 @@ def test_metadata_has_the_shared_keys_and_the_subject_box(settings: Settings, ca
     assert metadata["format"] == "png" and metadata["foreground_found"] is True
 
 
-def test_opaque_pixels_keep_their_colour_and_transparent_ones_carry_none(settings: Settings, cache: SessionCache) -> None:
+def test_without_decontamination_visible_pixels_keep_the_photo_colour(settings: Settings, cache: SessionCache) -> None:
+    """decontaminate=false gives today's pixels: the photo's colour wherever alpha > 0, none where it is 0."""
     image = square_photo((100, 100))
-    out = np.asarray(decode_png(run(encode(image, "PNG"), settings, cache).data))
-    opaque, clear = out[..., 3] == 255, out[..., 3] == 0
-    assert opaque.any() and clear.any()
-    assert np.array_equal(out[..., :3][opaque], np.asarray(image)[opaque])
+    out = np.asarray(decode_png(run(encode(image, "PNG"), settings, cache, decontaminate=False).data))
+    visible, clear = out[..., 3] > 0, out[..., 3] == 0
+    assert visible.any() and clear.any()
+    assert np.array_equal(out[..., :3][visible], np.asarray(image)[visible])
     assert not out[..., :3][clear].any()
+
+
+def test_decontamination_changes_only_see_through_pixels(settings: Settings, cache: SessionCache) -> None:
+    image = np.asarray(square_photo((100, 100)))
+    out = np.asarray(decode_png(run(encode(Image.fromarray(image), "PNG"), settings, cache).data))
+    opaque = out[..., 3] == 255
+    changed = (out[..., :3] != image).any(axis=2) & (out[..., 3] > 0)
+    assert not changed[opaque].any()
 
 
 def test_channels_alpha_and_the_only_mask_alias_give_the_same_grey_mask(settings: Settings, cache: SessionCache) -> None:
@@ -64,7 +73,7 @@ def test_channels_alpha_and_the_only_mask_alias_give_the_same_grey_mask(settings
     masks = [decode_png(run(data, settings, cache, **opts).data) for opts in ({"channels": "alpha"}, {"only_mask": True})]
     assert all(mask.mode == "L" for mask in masks)
     assert np.array_equal(np.asarray(masks[0]), np.asarray(masks[1]))
-    assert np.asarray(masks[0])[60, 100] == 255 and np.asarray(masks[0])[0, 0] == 0
+    assert np.asarray(masks[0])[60, 100] > 230 and np.asarray(masks[0])[0, 0] == 0
 
 
 def test_background_colour_fills_the_removed_area(settings: Settings, cache: SessionCache) -> None:
@@ -97,7 +106,8 @@ def test_post_process_mask_drops_specks(settings: Settings, cache: SessionCache)
     pixels[5:7, 5:7] = 255  # a 2x2 bright speck in the background
     smooth = np.asarray(decode_png(run(encode(Image.fromarray(pixels), "PNG"), settings, cache, channels="alpha",
                                        post_process_mask=True).data))
-    assert smooth[5:7, 5:7].max() < 40 and smooth[60, 100] == 255
+    assert smooth[5:7, 5:7].max() < 40 and smooth[60, 100] > 230
+    assert smooth[2:10, 2:10].max() < 40
 
 
 def test_alpha_matting_runs_and_keeps_size(settings: Settings, cache: SessionCache) -> None:
@@ -175,7 +185,7 @@ def test_gps_exif_is_never_copied(settings: Settings, cache: SessionCache) -> No
 def test_roi_keeps_foreground_inside_only(settings: Settings, cache: SessionCache) -> None:
     mask = np.asarray(decode_png(run(encode(square_photo((200, 120)), "PNG"), settings, cache, channels="alpha",
                                      roi="0% 0% 50% 100%").data))
-    assert mask[60, 60] == 255 and mask[:, 101:].max() == 0
+    assert mask[60, 60] > 230 and mask[:, 101:].max() == 0
 
 
 # --- typed errors --------------------------------------------------------------------------------
