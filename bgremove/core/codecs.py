@@ -160,7 +160,7 @@ def _open(data: bytes, label: str, settings: Settings) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"{label} decodes to too many pixels ({exc}).", hint="Downscale the image.") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # Pillow's decode errors
-        raise CorruptImage(f"{label} looks like {fmt} but cannot be decoded ({exc}).") from exc
+        raise CorruptImage(f"{label} looks like {fmt} but cannot be decoded ({_reason(exc)}).") from exc
     return image
 
 
@@ -354,3 +354,9 @@ def output_name(filename: str | None, extension: str, suffix: str = "") -> str:
     stem = PurePath((filename or "").replace("\\", "/")).stem if filename else ""
     stem = re.sub(r"[\x00-\x1f/\\:*?\"<>|]+", "_", stem).strip(" .") or "image"
     return f"{stem[:150]}{suffix}.{extension}"
+
+
+def _reason(exc: BaseException) -> str:
+    """Pillow's error text without object reprs (`<_io.BytesIO object at 0x7f..>`), so messages are stable."""
+    text = re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(exc)).strip()
+    return text or type(exc).__name__

@@ -190,7 +190,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     try:
         if env is None:
             return Settings()
-        values = {key: value for key, value in env.items() if value is not None and str(value).strip() != ""}
+        values: dict[str, Any] = {key: value for key, value in env.items() if value is not None and str(value).strip() != ""}
         token = _ONLY_GIVEN.set(True)
         try:
             return Settings(**values)
