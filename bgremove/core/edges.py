@@ -94,9 +94,46 @@ def _guided_coefficients(mask: FloatArray, guide_low: FloatArray, radius: int, e
     return _box(a, radius), _box(b, radius)
 
 
+def _guided_coefficients_colour(
+    mask: FloatArray, guide_low: FloatArray, radius: int, eps: float
+) -> tuple[FloatArray, FloatArray]:
+    """Colour guided filter: alpha ~ a . rgb + b per window, solving the 3x3 system per pixel in closed form.
+
+    A colour guide separates foreground from background where their greys match (brown text on brown wood).
+    """
+    mean_i = _box(guide_low, radius)  # HxWx3
+    mean_p = _box(mask, radius)
+    cov_ip = _box(guide_low * mask[..., None], radius) - mean_i * mean_p[..., None]
+    r, g, b = (guide_low[..., k] for k in range(3))
+    mr, mg, mb = (mean_i[..., k] for k in range(3))
+    e = np.float32(eps)
+    srr = _box(r * r, radius) - mr * mr + e
+    srg = _box(r * g, radius) - mr * mg
+    srb = _box(r * b, radius) - mr * mb
+    sgg = _box(g * g, radius) - mg * mg + e
+    sgb = _box(g * b, radius) - mg * mb
+    sbb = _box(b * b, radius) - mb * mb + e
+    # Inverse of the symmetric 3x3 covariance by cofactors (all vectorised).
+    i_rr = sgg * sbb - sgb * sgb
+    i_rg = srb * sgb - srg * sbb
+    i_rb = srg * sgb - srb * sgg
+    i_gg = srr * sbb - srb * srb
+    i_gb = srb * srg - srr * sgb
+    i_bb = srr * sgg - srg * srg
+    det = srr * i_rr + srg * i_rg + srb * i_rb
+    cr, cg, cb = (cov_ip[..., k] for k in range(3))
+    a = np.dstack([
+        i_rr * cr + i_rg * cg + i_rb * cb,
+        i_rg * cr + i_gg * cg + i_gb * cb,
+        i_rb * cr + i_gb * cg + i_bb * cb,
+    ]) / det[..., None]
+    offset = mean_p - (a * mean_i).sum(axis=2)
+    return _box(a.astype(np.float32), radius), _box(offset.astype(np.float32), radius)
+
+
 def full_resolution_alpha(
     mask: npt.NDArray[np.floating], rgb: ByteArray, *, refine: bool = True, radius: int = GUIDE_RADIUS, eps: float = GUIDE_EPS,
-    snap: tuple[float, float] = (SNAP_LOW, SNAP_HIGH),
+    snap: tuple[float, float] = (SNAP_LOW, SNAP_HIGH), colour: bool = False,
 ) -> FloatArray:
     """Alpha at the photo's size from the model's mask.
 
@@ -115,13 +152,20 @@ def full_resolution_alpha(
         band = cv2.dilate(unsure, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1)))
         ys, xs = np.nonzero(band)
         if ys.size:
-            grey = _grey(rgb)
-            guide_low = cv2.resize(grey, (low.shape[1], low.shape[0]), interpolation=cv2.INTER_AREA)
-            a, b = _guided_coefficients(low, guide_low, radius, eps)
             sx = _source_coords(xs, width, low.shape[1])
             sy = _source_coords(ys, height, low.shape[0])
-            coef = _sample(np.dstack([a, b]), sx, sy)
-            alpha[ys, xs] = coef[:, 0] * grey[ys, xs] + coef[:, 1]
+            if colour:
+                guide_low = cv2.resize(rgb, (low.shape[1], low.shape[0]), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+                a3, b1 = _guided_coefficients_colour(low, guide_low, radius, eps)
+                coef = _sample(np.dstack([a3, b1]), sx, sy)
+                pixels = rgb[ys, xs].astype(np.float32) / 255
+                alpha[ys, xs] = (coef[:, :3] * pixels).sum(axis=1) + coef[:, 3]
+            else:
+                grey = _grey(rgb)
+                guide_low = cv2.resize(grey, (low.shape[1], low.shape[0]), interpolation=cv2.INTER_AREA)
+                a, b = _guided_coefficients(low, guide_low, radius, eps)
+                coef = _sample(np.dstack([a, b]), sx, sy)
+                alpha[ys, xs] = coef[:, 0] * grey[ys, xs] + coef[:, 1]
     return _stretch(alpha, *snap)
 
 
