@@ -133,7 +133,7 @@ def _guided_coefficients_colour(
 
 def full_resolution_alpha(
     mask: npt.NDArray[np.floating], rgb: ByteArray, *, refine: bool = True, radius: int = GUIDE_RADIUS, eps: float = GUIDE_EPS,
-    snap: tuple[float, float] = (SNAP_LOW, SNAP_HIGH), colour: bool = False,
+    snap: tuple[float, float] = (SNAP_LOW, SNAP_HIGH), colour: bool = False, reach_low: int | None = None,
 ) -> FloatArray:
     """Alpha at the photo's size from the model's mask.
 
@@ -147,7 +147,7 @@ def full_resolution_alpha(
     if refine:
         # Where the upsampled mask is uncertain (plus the filter's reach), replace it by a * grey + b: the guided
         # filter's linear model borrows the photo's full-resolution edges that the 1024 px mask cannot have.
-        reach = max(1, round(radius * max(height / low.shape[0], width / low.shape[1])))
+        reach = max(1, round((radius if reach_low is None else reach_low) * max(height / low.shape[0], width / low.shape[1])))
         unsure = ((alpha > 0.002) & (alpha < 0.998)).astype(np.uint8)
         band = cv2.dilate(unsure, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1)))
         ys, xs = np.nonzero(band)

@@ -1,0 +1,315 @@
+"""What the pipeline's stages cost on one 12 MP photo: the previous release's path against the new one, option by option.
+
+    python scripts/bench_stages.py              # 5 interleaved rounds (about 4 minutes on 2 cores)
+    python scripts/bench_stages.py --rounds 3   # a quicker look
+    python scripts/bench.py --stages-only       # the same, from the main benchmark
+
+The photo is scikit-image's astronaut upscaled to 4000x3000 (JPEG, quality 95); the model is the real
+isnet-general-use. Every configuration calls `remove_background` on the same loaded session, once per round,
+and rounds are interleaved (A B C ... A B C ...) so drift on a shared machine hits every configuration alike.
+`today` is the previous release's path, rebuilt here from the same raw prediction: min-max mask -> uint8 ->
+LANCZOS resize -> putalpha -> clear transparent pixels -> PNG level 1. `forward` is the bare forward pass.
+
+Why ratios use the *shared* model time: every configuration runs the same `predict` (the `mask` stage), and on a
+busy machine its noise is larger than the differences being measured. So each configuration's time is estimated
+as the median `mask` over all runs plus the configuration's own median of everything else; the plain medians of
+the totals are printed next to it ("raw").
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bgremove.core.engines import image_tensor  # noqa: E402
+from bgremove.core.options import parse_options  # noqa: E402
+from bgremove.core.pipeline import remove_background  # noqa: E402
+from bgremove.core.sessions import SessionCache  # noqa: E402
+from bgremove.core.settings import Settings, load_settings  # noqa: E402
+
+STAGES = ("decode", "load", "mask", "alpha", "compose", "encode")
+PHOTO_SIZE = (4000, 3000)
+TARGET_DEFAULT_VS_TODAY = 1.10  # issue 15: the default path at most 10% slower than today on a 12 MP photo
+TARGET_ALL_VS_DEFAULT = 1.10  # issue 13: every option on adds at most 10% to the default
+ALL_OPTIONS: dict[str, Any] = {
+    "crop": True,
+    "crop_margin": "20px",
+    "size": "hd",
+    "format": "jpg",
+    "bg_color": "ffffff",
+    "add_shadow": True,
+    "scale": "80%",
+    "position": "center",
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """One measured configuration: a name, the options (as a door would send them), whether a bg_image goes along."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+    bg_image: bool = False
+    kind: str = "pipeline"  # pipeline | today | forward
+
+
+def configurations() -> list[Config]:
+    """(a) today, (b) the default, (c) no decontamination, (d) every output option, (e) each format / option alone.
+
+    alpha_matting is left out: pymatting's closed form takes minutes at 12 MP (it is opt-in and labelled slow).
+    """
+    return [
+        Config("forward (bare pass)", kind="forward"),
+        Config("(a) today", kind="today"),
+        Config("(b) default: png, full, decontaminate"),
+        Config("(c) decontaminate off", {"decontaminate": False}),
+        Config("(d) every option on", ALL_OPTIONS),
+        Config("format jpg", {"format": "jpg"}),
+        Config("format webp", {"format": "webp"}),
+        Config("format zip", {"format": "zip"}),
+        Config("crop + 20px margin", {"crop": True, "crop_margin": "20px"}),
+        Config("size hd", {"size": "hd"}),
+        Config("bg_color ffffff", {"bg_color": "ffffff"}),
+        Config("bg_image 12 MP", bg_image=True),
+        Config("add_shadow", {"add_shadow": True}),
+        Config("scale 80%", {"scale": "80%"}),
+        Config("position center", {"position": "center"}),
+        Config("channels alpha", {"channels": "alpha"}),
+        Config("roi 10% 0% 90% 100%", {"roi": "10% 0% 90% 100%"}),
+        Config("post_process_mask", {"post_process_mask": True}),
+    ]
+
+
+def jpeg_of(array: np.ndarray, size: tuple[int, int]) -> bytes:
+    """A scikit-image photo upscaled to `size` as a quality-95 JPEG (what a phone sends)."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).convert("RGB").resize(size, Image.Resampling.LANCZOS).save(buffer, "JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
+class Runner:
+    """Runs one configuration once on the shared session and returns (stage seconds, total seconds, output bytes)."""
+
+    def __init__(self, settings: Settings, cache: SessionCache, photo: bytes, background: bytes) -> None:
+        self.settings, self.cache, self.photo, self.background = settings, cache, photo, background
+        loaded = cache.get(None)
+        self.engine = loaded.provider
+        rgb = Image.open(io.BytesIO(photo)).convert("RGB")
+        family = loaded.family
+        self.tensor = image_tensor(rgb, family.side, family.mean, family.std)
+
+    def run(self, config: Config) -> tuple[dict[str, float], float, int]:
+        if config.kind == "forward":
+            return self.forward()
+        if config.kind == "today":
+            return self.today()
+        started = time.perf_counter()
+        result = remove_background(
+            self.photo,
+            "astronaut.jpg",
+            parse_options(config.options),
+            settings=self.settings,
+            cache=self.cache,
+            bg_image=self.background if config.bg_image else None,
+        )
+        return dict(result.stages), time.perf_counter() - started, len(result.data)
+
+    def forward(self) -> tuple[dict[str, float], float, int]:
+        """The model alone: one forward pass on an input tensor prepared beforehand."""
+        loaded = self.cache.get(None)
+        started = time.perf_counter()
+        with self.cache.inference_slot():
+            loaded.inner.run(self.tensor)
+        seconds = time.perf_counter() - started
+        return {"mask": seconds}, seconds, 0
+
+    def today(self) -> tuple[dict[str, float], float, int]:
+        """The previous release's path (bgremove 'pipeline.py' before the restructuring), on the same session.
+
+        decode: open, EXIF orientation, RGB; mask: the same predict (min-max mask at model resolution);
+        alpha: uint8 mask LANCZOS-resized to the photo; compose: putalpha + zero the colour of transparent pixels;
+        encode: PNG at PNG_COMPRESS_LEVEL (1).
+        """
+        stages: dict[str, float] = {}
+        started = mark = time.perf_counter()
+        image: Image.Image = Image.open(io.BytesIO(self.photo))
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        image = image if image.mode == "RGB" else image.convert("RGB")
+        stages["decode"] = _lap(mark)
+        mark = time.perf_counter()
+        loaded = self.cache.get(None)
+        stages["load"] = _lap(mark)
+        mark = time.perf_counter()
+        with self.cache.inference_slot():
+            mask = loaded.predict(image).masks[0]
+        stages["mask"] = _lap(mark)
+        mark = time.perf_counter()
+        alpha = Image.fromarray((mask * 255).astype(np.uint8), "L").resize(image.size, Image.Resampling.LANCZOS)
+        stages["alpha"] = _lap(mark)
+        mark = time.perf_counter()
+        cutout = image.convert("RGBA")
+        cutout.putalpha(alpha)
+        pixels = np.array(cutout)
+        pixels[pixels[..., 3] == 0] = 0
+        cutout = Image.fromarray(pixels, "RGBA")
+        stages["compose"] = _lap(mark)
+        mark = time.perf_counter()
+        buffer = io.BytesIO()
+        cutout.save(buffer, format="PNG", compress_level=self.settings.png_compress_level)
+        stages["encode"] = _lap(mark)
+        return stages, time.perf_counter() - started, buffer.tell()
+
+
+def _lap(mark: float) -> float:
+    return time.perf_counter() - mark
+
+
+def measure(rounds: int) -> dict[str, Any]:
+    """Every configuration once per round, interleaved (the start rotates each round); a JSON-ready report."""
+    from skimage import data
+
+    load_before = load_average()
+    settings = load_settings({})
+    cache = SessionCache(settings)
+    photo = jpeg_of(data.astronaut(), PHOTO_SIZE)  # type: ignore[no-untyped-call]
+    background = jpeg_of(data.coffee(), PHOTO_SIZE)  # type: ignore[no-untyped-call]
+    runner = Runner(settings, cache, photo, background)
+    configs = configurations()
+    runs: dict[str, list[tuple[dict[str, float], float, int]]] = {c.name: [] for c in configs}
+    log(f"stages: warm-up, then {rounds} rounds of {len(configs)} configurations on a {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} JPEG")
+    for config in configs:  # warm-up: model load, first-inference compilation, lazy imports (scipy, cv2 paths)
+        runner.run(config)
+    started = time.perf_counter()
+    for round_index in range(rounds):
+        shift = round_index % len(configs)
+        for config in configs[shift:] + configs[:shift]:
+            runs[config.name].append(runner.run(config))
+        log(f"stages: round {round_index + 1}/{rounds} done ({time.perf_counter() - started:.0f} s)")
+    return summarise(configs, runs, rounds, runner.engine, load_before, load_average())
+
+
+def summarise(
+    configs: list[Config],
+    runs: dict[str, list[tuple[dict[str, float], float, int]]],
+    rounds: int,
+    engine: str,
+    load_before: str,
+    load_after: str,
+) -> dict[str, Any]:
+    forward = statistics.median(total for _, total, _ in runs[configs[0].name])
+    shared_mask = statistics.median(stages["mask"] for c in configs if c.kind != "forward" for stages, _, _ in runs[c.name])
+    rows: dict[str, dict[str, Any]] = {}
+    for config in configs:
+        samples = runs[config.name]
+        stage_medians = {s: statistics.median(st.get(s, 0.0) for st, _, _ in samples) for s in STAGES}
+        own = statistics.median(total - st.get("mask", 0.0) for st, total, _ in samples)
+        rows[config.name] = {
+            "kind": config.kind,
+            "stages": stage_medians,
+            "total": statistics.median(total for _, total, _ in samples),
+            "totals": [total for _, total, _ in samples],
+            "estimate": forward if config.kind == "forward" else shared_mask + own,
+            "bytes": samples[-1][2],
+        }
+    today = rows["(a) today"]
+    default = rows["(b) default: png, full, decontaminate"]
+    everything = rows["(d) every option on"]
+    for row in rows.values():
+        row["vs_today"] = row["estimate"] / today["estimate"]
+        row["vs_default"] = row["estimate"] / default["estimate"]
+        row["vs_forward"] = row["estimate"] / forward
+        row["raw_vs_today"] = statistics.median(t / a for t, a in zip(row["totals"], today["totals"], strict=True))
+    checks = {
+        "default_vs_today": default["vs_today"] <= TARGET_DEFAULT_VS_TODAY,
+        "all_options_vs_default": everything["vs_default"] <= TARGET_ALL_VS_DEFAULT,
+    }
+    return {
+        "photo": f"astronaut {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} JPEG q95",
+        "rounds": rounds,
+        "engine": engine,
+        "cpus": os.cpu_count(),
+        "load_before": load_before,
+        "load_after": load_after,
+        "forward": forward,
+        "shared_mask": shared_mask,
+        "rows": rows,
+        "checks": checks,
+    }
+
+
+def render(report: dict[str, Any]) -> str:
+    """The stage table and the two targets, as markdown."""
+    rows = report["rows"]
+    lines = [
+        f"Stage costs: {report['photo']}, isnet-general-use on {report['engine']}, {report['cpus']} CPUs, "
+        f"medians of {report['rounds']} interleaved rounds; load average {report['load_before']} (start) / "
+        f"{report['load_after']} (end)",
+        f"forward pass alone {report['forward']:.3f} s; shared model stage (mask: preprocess + forward + min-max) "
+        f"{report['shared_mask']:.3f} s. est = shared mask + own median of the other stages; raw = median of per-round "
+        "total ratios.",
+        "",
+        "| configuration | " + " | ".join(STAGES) + " | total | est | x today | x default | x forward | raw x today | output |",
+        "|---|" + "---:|" * (len(STAGES) + 7),
+    ]
+    for name, row in rows.items():
+        stage_cells = " | ".join(f"{row['stages'][s]:.3f}" for s in STAGES)
+        size = f"{row['bytes'] / 1e6:.2f} MB" if row["bytes"] else ""
+        lines.append(
+            f"| {name} | {stage_cells} | {row['total']:.3f} | {row['estimate']:.3f} | {row['vs_today']:.2f} | "
+            f"{row['vs_default']:.2f} | {row['vs_forward']:.2f} | {row['raw_vs_today']:.2f} | {size} |"
+        )
+    default = rows["(b) default: png, full, decontaminate"]
+    everything = rows["(d) every option on"]
+    checks = report["checks"]
+    lines += [
+        "",
+        f"target default vs today: {default['vs_today']:.3f} (raw {default['raw_vs_today']:.3f}) "
+        f"<= {TARGET_DEFAULT_VS_TODAY:.2f}: {'PASS' if checks['default_vs_today'] else 'FAIL'}",
+        f"target every option vs default: {everything['vs_default']:.3f} "
+        f"(raw {statistics.median(e / d for e, d in zip(everything['totals'], default['totals'], strict=True)):.3f}) "
+        f"<= {TARGET_ALL_VS_DEFAULT:.2f}: {'PASS' if checks['all_options_vs_default'] else 'FAIL'}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (each runs every configuration once)")
+    parser.add_argument("--json", type=Path, help="also write the report here")
+    args = parser.parse_args(argv)
+    report = measure(args.rounds)
+    print(render(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0 if all(report["checks"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
