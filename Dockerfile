@@ -38,11 +38,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     REMBG_SESSION_PATH=/models \
     REMBG_MODEL_NAME=${MODEL} \
+    DATA_DIR=/data \
     GRADIO_SERVER_NAME=0.0.0.0 \
     GRADIO_SERVER_PORT=7860 \
     GRADIO_ANALYTICS_ENABLED=False
 
-RUN groupadd --gid 1000 app && useradd --uid 1000 --gid 1000 --create-home app
+# /data: batch jobs' SQLite state and files (mount a volume there to keep jobs across containers).
+RUN groupadd --gid 1000 app && useradd --uid 1000 --gid 1000 --create-home app \
+    && mkdir /data && chown app:app /data
 COPY --from=builder /opt/venv /opt/venv
 # Owned by the app user: pulling another model or OpenVINO's compile cache writes here.
 COPY --from=builder --chown=app:app /models /models

@@ -133,7 +133,7 @@ def _guided_coefficients_colour(
 
 def full_resolution_alpha(
     mask: npt.NDArray[np.floating], rgb: ByteArray, *, refine: bool = True, radius: int = GUIDE_RADIUS, eps: float = GUIDE_EPS,
-    snap: tuple[float, float] = (SNAP_LOW, SNAP_HIGH), colour: bool = False, reach_low: int | None = None,
+    snap: tuple[float, float] = (SNAP_LOW, SNAP_HIGH), colour: bool = False, reach_low: int | None = None, gate: float | None = None,
 ) -> FloatArray:
     """Alpha at the photo's size from the model's mask.
 
@@ -159,7 +159,12 @@ def full_resolution_alpha(
                 a3, b1 = _guided_coefficients_colour(low, guide_low, radius, eps)
                 coef = _sample(np.dstack([a3, b1]), sx, sy)
                 pixels = rgb[ys, xs].astype(np.float32) / 255
-                alpha[ys, xs] = (coef[:, :3] * pixels).sum(axis=1) + coef[:, 3]
+                refined = (coef[:, :3] * pixels).sum(axis=1) + coef[:, 3]
+                if gate is not None:
+                    prior = alpha[ys, xs]
+                    weight = np.clip(4 * prior * (1 - prior) * gate, 0, 1)
+                    refined = prior + weight * (np.clip(refined, 0, 1) - prior)
+                alpha[ys, xs] = refined
             else:
                 grey = _grey(rgb)
                 guide_low = cv2.resize(grey, (low.shape[1], low.shape[0]), interpolation=cv2.INTER_AREA)

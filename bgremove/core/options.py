@@ -72,7 +72,7 @@ def parse_margin(text: str) -> tuple[Length, Length, Length, Length]:
     if len(parts) not in (1, 2, 4):
         raise ValueError("give 1, 2 or 4 values")
     for part in parts:
-        if part.percent and part.value > MAX_MARGIN_PERCENT or not part.percent and part.value > MAX_MARGIN_PX:
+        if (part.percent and part.value > MAX_MARGIN_PERCENT) or (not part.percent and part.value > MAX_MARGIN_PX):
             raise ValueError(f"at most {MAX_MARGIN_PERCENT:g}% or {MAX_MARGIN_PX}px per side")
     if len(parts) == 1:
         return parts[0], parts[0], parts[0], parts[0]
@@ -115,7 +115,7 @@ def parse_roi(text: str) -> tuple[Length, Length, Length, Length]:
     if len(parts) != 4:
         raise ValueError("give four values: x1 y1 x2 y2")
     x1, y1, x2, y2 = parts
-    if x1.percent == x2.percent and x2.value <= x1.value or y1.percent == y2.percent and y2.value <= y1.value:
+    if (x1.percent == x2.percent and x2.value <= x1.value) or (y1.percent == y2.percent and y2.value <= y1.value):
         raise ValueError("x2 must be right of x1 and y2 below y1")
     if any(part.percent and part.value > 100 for part in parts):
         raise ValueError("percentages must be between 0% and 100%")

@@ -18,12 +18,12 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from bgremove import __version__
+from bgremove.batch.jobs import JobRunner
 from bgremove.core.errors import ConfigError
 from bgremove.core.observability import RequestContext, configure_logging
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings, get_settings
 from bgremove.core.warmup import WarmupState, limit_heap_growth, warm
-from bgremove.batch.jobs import JobRunner
 from bgremove.web import api, removebg
 from bgremove.web import jobs as jobs_api
 from bgremove.web.api import EXPOSED_HEADERS

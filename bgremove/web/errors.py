@@ -31,8 +31,9 @@ from bgremove.core.errors import (
     ModelUnavailable,
     StorageFull,
     UnsupportedFormat,
+    UrlFetchFailed,
+    UrlRefused,
 )
-from bgremove.core.fetch import UrlFetchFailed
 from bgremove.core.observability import request_id
 from bgremove.core.options import describe_error
 
@@ -44,6 +45,7 @@ HTTP_STATUS: dict[type[BgRemoveError], int] = {
     CorruptImage: 400,
     ImageTooLarge: 413,
     InvalidOption: 422,
+    UrlRefused: 400,  # a refused image_url (issue 14: 400 that says why, as on the remove.bg door)
     ModelUnavailable: 503,
     ConfigError: 500,
     UrlFetchFailed: 400,  # image_url could not be fetched (remove.bg answers the same)

@@ -8,25 +8,35 @@ Layout only. The option controls come from the schema (`ui_controls.ControlSet`)
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Iterator
+import threading
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
+from bgremove.batch.jobs import JobRunner
+from bgremove.core.errors import BgRemoveError
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings
 from bgremove.web.ui_api import add_api_endpoints
 from bgremove.web.ui_controls import SWATCHES, ControlContext, ControlSet
 from bgremove.web.ui_files import remove_work_files, start_sweeper, sweep_expired
-from bgremove.web.ui_handlers import TABLE_HEADERS, UiHandlers, shielded
+from bgremove.web.ui_handlers import TABLE_HEADERS, BatchView, UiHandlers, failure, shielded
 from bgremove.web.ui_models import footer, model_choices, model_info
 
-__all__ = ["CSS", "build_ui", "remove_work_files", "start_sweeper", "sweep_expired", "ui_login"]
+__all__ = ["CSS", "LOGIN_MESSAGE", "KeyLogins", "build_ui", "remove_work_files", "start_sweeper", "sweep_expired", "ui_login"]
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 EXAMPLES = [str(p) for p in sorted(ASSETS.glob("example-*.jpg"))]
-POOL = "inference"  # one concurrency pool for single, batch and API events
+POOL = "inference"  # one concurrency pool for single-image and API events (batch jobs run on the job runner)
+POLL_SECONDS = 1.0  # how often the batch tab asks its job for progress
+BROWSER_KEY = "bgremove-batch-job"  # localStorage key of this browser's last batch job
+# The attached job in the address bar (?job=ID): a reload, a bookmark or a shared link brings the job back.
+SET_JOB_IN_ADDRESS = """(job) => {
+  const url = new URL(window.location.href);
+  if (job) { url.searchParams.set("job", job); } else { url.searchParams.delete("job"); }
+  window.history.replaceState(window.history.state, "", url);
+}"""
 
 _CHECKERBOARD = "repeating-conic-gradient(#d9d9d9 0% 25%, #ffffff 0% 50%) 50% / 20px 20px"
 CSS = f"""
@@ -53,19 +63,68 @@ input[role=combobox] {{ text-overflow: ellipsis; padding-right: 2.2em !important
 """
 
 
-def ui_login(settings: Settings) -> Callable[[str, str], bool]:
-    """Gradio login when API_KEYS is set: any user name, an API key as the password."""
-    keys = [key.encode() for key in settings.api_keys]
+class KeyLogins:
+    """The UI's login when API_KEYS is set: any user name, an API key as the password.
 
-    def check(_username: str, password: str) -> bool:
-        return any(hmac.compare_digest(password.encode(), key) for key in keys)
+    Gradio keeps only the user name of a login, but a job belongs to the key's owner (the same keyed hash
+    /api/jobs uses), so each name stays tied to the key it first logged in with: a second key cannot log in
+    under that name (it would see the first key's jobs) until the server restarts, which also ends every login.
+    """
 
-    return check
+    def __init__(self, settings: Settings) -> None:
+        self._keys = list(settings.api_keys)
+        self._names: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, username: str, password: str) -> bool:
+        key = next((k for k in self._keys if hmac.compare_digest(password.encode(), k.encode())), None)
+        if key is None:
+            return False
+        with self._lock:
+            bound = self._names.setdefault(username, key)
+        return hmac.compare_digest(bound.encode(), key.encode())
+
+    def key_of(self, username: str | None) -> str | None:
+        """The API key `username` logged in with (None: not logged in through this object)."""
+        with self._lock:
+            return self._names.get(username) if username is not None else None
 
 
-def build_ui(settings: Settings, cache: SessionCache) -> gr.Blocks:
-    """The whole UI for one app; settings and cache are the app's own (tests pass theirs)."""
-    handlers = UiHandlers(settings, cache)
+def ui_login(settings: Settings) -> KeyLogins:
+    """Gradio login when API_KEYS is set (pass it as mount_gradio_app's `auth`)."""
+    return KeyLogins(settings)
+
+
+LOGIN_MESSAGE = (
+    "Enter a user name and one of the server's API keys as the password. "
+    "A user name stays tied to the first key used with it."
+)
+
+
+class LoginRequired(BgRemoveError):
+    """A batch event came without a login this UI knows (API_KEYS is set)."""
+
+    default_hint = "Reload the page and log in again with your API key."
+
+
+def job_owner(settings: Settings, runner: JobRunner, auth: Any, username: str | None) -> str:
+    """The owner of the jobs this UI user submits and sees: the REST door's (`JobStore.owner_of` of the key)."""
+    if not settings.api_keys:
+        return ""
+    key = auth.key_of(username) if isinstance(auth, KeyLogins) else None
+    if key is None:
+        raise LoginRequired("Batch jobs need the API key you logged in with, and this page's login is unknown.")
+    return runner.store.owner_of(key)
+
+
+def build_ui(settings: Settings, cache: SessionCache, jobs: JobRunner | None = None) -> gr.Blocks:
+    """The whole UI for one app; settings, cache and job runner are the app's own (tests pass theirs).
+
+    Without `jobs` the UI opens the job store of DATA_DIR itself and never starts workers: the app's runner,
+    which holds DATA_DIR's lock, picks its jobs up at its next poll.
+    """
+    runner = jobs or JobRunner(settings, cache)
+    handlers = UiHandlers(settings, cache, runner)
     # preprocess=False: the handlers get uploads as raw payloads and our pipeline decodes them (see payload_path).
     private: dict[str, Any] = {"api_visibility": "private", "concurrency_id": POOL, "preprocess": False}
     quick: dict[str, Any] = {"api_visibility": "private", "queue": False}
@@ -76,63 +135,127 @@ def build_ui(settings: Settings, cache: SessionCache) -> gr.Blocks:
         gr.Markdown(
             "# bgremove\nRemove the background of PNG, JPEG and WebP photos: a transparent cutout, or a "
             "ready-to-use JPG, WebP or PNG on a colour or image. Uploads and results are deleted from the server "
-            f"after {max(1, ttl // 60)} minutes."
+            f"after {max(1, ttl // 60)} minutes; batch jobs after {settings.job_retention_hours:g} hours."
         )
-        with gr.Tab("Single image", id="single"):
-            with gr.Row(equal_height=False):
-                with gr.Column():
-                    photo = gr.Image(
-                        label="Photo", type="filepath", sources=["upload", "clipboard"], height=400, elem_id="single-photo"
+        # The last batch job of this browser, so that a reload finds it even without ?job= in the address. Outside
+        # the tabs: a BrowserState inside an unopened tab is not read before the page's load event. The secret is
+        # derived from DATA_DIR's store, so the value still decrypts after a restart (the jobs survive one too).
+        saved_job = gr.BrowserState("", storage_key=BROWSER_KEY, secret=runner.store.owner_of(BROWSER_KEY))
+        with gr.Tabs(elem_id="tabs") as tabs:
+            with gr.Tab("Single image", id="single"):
+                with gr.Row(equal_height=False):
+                    with gr.Column():
+                        photo = gr.Image(
+                            label="Photo", type="filepath", sources=["upload", "clipboard"], height=400, elem_id="single-photo"
+                        )
+                        single = option_panel("single", settings)
+                        run = gr.Button("Remove background", variant="primary", elem_id="single-run")
+                        if EXAMPLES:
+                            gr.Examples(EXAMPLES, inputs=[photo], label="Examples")
+                    with gr.Column():
+                        status = gr.Markdown("", elem_id="single-status")
+                        cutout = gr.Image(
+                            label="Cutout", type="filepath", interactive=False, height=400, elem_id="single-cutout"
+                        )
+                        compare = gr.ImageSlider(
+                            label="Before / after", type="filepath", interactive=False, elem_id="single-compare"
+                        )
+                        download = gr.DownloadButton("Download", interactive=False, elem_id="single-download")
+                        metadata = gr.JSON(label="Metadata", elem_id="single-metadata")
+
+                def run_single(upload: Any, *values: Any) -> tuple[Any, ...]:
+                    return handlers.single(single, upload, values)
+
+                run.click(lambda: "Processing...", outputs=status, **quick).then(
+                    run_single, inputs=[photo, *single.inputs], outputs=[cutout, compare, download, metadata, status], **private
+                )
+                photo.change(lambda: "", outputs=status, **quick)
+            with gr.Tab("Batch", id="batch"):
+                with gr.Row():
+                    files = gr.File(label="Images or zips", file_count="multiple", elem_id="batch-files")
+                    folder = gr.File(label="...or a whole folder", file_count="directory", elem_id="batch-folder")
+                batch = option_panel("batch", settings)
+                with gr.Row():
+                    run_batch_button = gr.Button("Remove backgrounds", variant="primary", elem_id="batch-run", scale=3)
+                    cancel_button = gr.Button("Cancel", variant="stop", interactive=False, elem_id="batch-cancel", scale=1)
+                batch_status = gr.Markdown("", elem_id="batch-status")
+                table = gr.Dataframe(
+                    headers=TABLE_HEADERS,
+                    value=[],
+                    interactive=False,
+                    wrap=True,
+                    elem_id="batch-table",
+                    column_widths=["20%", "11%", "11%", "8%", "50%"],
+                )
+                gallery = gr.Gallery(
+                    label="Results", height="auto", object_fit="contain", visible=False, elem_id="batch-gallery"
+                )
+                with gr.Row():
+                    zip_button = gr.DownloadButton("Download All (zip)", interactive=False, elem_id="batch-download-zip")
+                    json_button = gr.DownloadButton(
+                        "Download manifest (JSON)", interactive=False, elem_id="batch-download-json"
                     )
-                    single = option_panel("single", settings)
-                    run = gr.Button("Remove background", variant="primary", elem_id="single-run")
-                    if EXAMPLES:
-                        gr.Examples(EXAMPLES, inputs=[photo], label="Examples")
-                with gr.Column():
-                    status = gr.Markdown("", elem_id="single-status")
-                    cutout = gr.Image(label="Cutout", type="filepath", interactive=False, height=400, elem_id="single-cutout")
-                    compare = gr.ImageSlider(label="Before / after", type="filepath", interactive=False, elem_id="single-compare")
-                    download = gr.DownloadButton("Download", interactive=False, elem_id="single-download")
-                    metadata = gr.JSON(label="Metadata", elem_id="single-metadata")
-
-            def run_single(upload: Any, *values: Any) -> tuple[Any, ...]:
-                return handlers.single(single, upload, values)
-
-            run.click(lambda: "Processing...", outputs=status, **quick).then(
-                run_single, inputs=[photo, *single.inputs], outputs=[cutout, compare, download, metadata, status], **private
-            )
-            photo.change(lambda: "", outputs=status, **quick)
-        with gr.Tab("Batch", id="batch"):
-            with gr.Row():
-                files = gr.File(label="Images or zips", file_count="multiple", elem_id="batch-files")
-                folder = gr.File(label="...or a whole folder", file_count="directory", elem_id="batch-folder")
-            batch = option_panel("batch", settings)
-            run_batch_button = gr.Button("Remove backgrounds", variant="primary", elem_id="batch-run")
-            batch_status = gr.Markdown("", elem_id="batch-status")
-            table = gr.Dataframe(
-                headers=TABLE_HEADERS,
-                value=[],
-                interactive=False,
-                wrap=True,
-                elem_id="batch-table",
-                column_widths=["20%", "11%", "11%", "8%", "50%"],
-            )
-            gallery = gr.Gallery(label="Results", height="auto", object_fit="contain", visible=False, elem_id="batch-gallery")
-            with gr.Row():
-                zip_button = gr.DownloadButton("Download All (zip)", interactive=False, elem_id="batch-download-zip")
-                json_button = gr.DownloadButton("Download manifest (JSON)", interactive=False, elem_id="batch-download-json")
-
-            def run_batch(file_list: Any, folder_list: Any, *values: Any, progress: gr.Progress = gr.Progress()) -> Iterator[Any]:
-                yield from handlers.batch(batch, (file_list, folder_list), values, progress)
-
-            run_batch_button.click(
-                run_batch,
-                inputs=[files, folder, *batch.inputs],
-                outputs=[table, gallery, zip_button, json_button, batch_status],
-                **private,
-            )
+                # The attached job's id: a hidden textbox rather than gr.State, because the address bar is set
+                # from it in the browser (gr.State never reaches the browser).
+                job_box = gr.Textbox("", visible=False, elem_id="batch-job-id")
+                seen = gr.State("")  # the signature of the view on screen: a poll that finds the same draws nothing
+                poll_timer = gr.Timer(POLL_SECONDS, active=False)
         page_footer = gr.Markdown(footer(cache), elem_id="footer")
         add_api_endpoints(settings, cache, POOL)
+
+        batch_outputs = [table, gallery, zip_button, json_button, batch_status, cancel_button, poll_timer, job_box, seen, saved_job]
+
+        def owner(request: gr.Request | None) -> str:
+            # demo.auth is what mount_gradio_app was given as `auth` (ui_login's KeyLogins when API_KEYS is set).
+            return job_owner(settings, runner, demo.auth, request.username if request is not None else None)
+
+        def submit(file_list: Any, folder_list: Any, *values: Any, request: gr.Request) -> tuple[Any, ...]:
+            try:
+                who = owner(request)
+            except BgRemoveError as exc:
+                return show(BatchView.message(failure(exc)))
+            return show(handlers.submit(batch, (file_list, folder_list), values, who))
+
+        def poll(job_id: str, signature: str, request: gr.Request) -> tuple[Any, ...]:
+            if not job_id:
+                return show(BatchView(job_id="", status="", active=False))
+            try:
+                return show(handlers.poll(job_id, owner(request), signature))
+            except BgRemoveError as exc:
+                return show(BatchView.message(failure(exc)))
+
+        def cancel(job_id: str, request: gr.Request) -> tuple[Any, ...]:
+            try:
+                return show(handlers.cancel(job_id, owner(request)))
+            except BgRemoveError as exc:
+                return show(BatchView(job_id=job_id, status=failure(exc), active=None))
+
+        def reattach(stored: str | None, request: gr.Request) -> tuple[Any, ...]:
+            """On page load: the job in the address (?job=ID), else this browser's last one, as it stands now."""
+            from_url = str(request.query_params.get("job") or "").strip()
+            job_id = from_url or str(stored or "").strip()
+            if not job_id:
+                return (*show(None), gr.skip())
+            try:
+                view = handlers.view(job_id, owner(request))
+            except BgRemoveError as exc:
+                view = BatchView.message(failure(exc))
+            if not view.job_id and not from_url:  # this browser's last job is gone (retention, another login)
+                view = BatchView.message("")
+            return (*show(view), gr.Tabs(selected="batch") if from_url or view.active else gr.skip())
+
+        run_batch_button.click(lambda: "Uploading...", outputs=batch_status, **quick).then(
+            submit,
+            inputs=[files, folder, *batch.inputs],
+            outputs=batch_outputs,
+            api_visibility="private",
+            concurrency_id="batch-submit",  # reading and storing uploads: never waits behind inference
+            preprocess=False,
+        )
+        cancel_button.click(cancel, inputs=job_box, outputs=batch_outputs, **quick)
+        poll_timer.tick(poll, inputs=[job_box, seen], outputs=batch_outputs, **quick)
+        job_box.change(None, inputs=job_box, js=SET_JOB_IN_ADDRESS, **quick)
+        demo.load(reattach, inputs=saved_job, outputs=[*batch_outputs, tabs], **quick)
 
         models = [single.controls["model"].main, batch.controls["model"].main]
         infos = [single.controls["model"].extras["info"], batch.controls["model"].extras["info"]]
@@ -153,6 +276,25 @@ def build_ui(settings: Settings, cache: SessionCache) -> gr.Blocks:
     demo.queue(max_size=settings.max_queue_size, default_concurrency_limit=settings.max_concurrent_inferences)
     blocks: gr.Blocks = demo
     return blocks
+
+
+def show(view: BatchView | None) -> tuple[Any, ...]:
+    """A BatchView as the batch outputs' updates (see `batch_outputs`); None (nothing changed) touches nothing."""
+    if view is None:
+        return tuple(gr.skip() for _ in range(10))
+    offered = gr.update(value=None, interactive=False)
+    return (
+        view.rows if view.rows is not None else gr.skip(),
+        gr.update(value=view.gallery, visible=bool(view.gallery)) if view.gallery is not None else gr.skip(),
+        gr.update(value=view.zip_path, interactive=True) if view.zip_path else offered,
+        gr.update(value=view.json_path, interactive=True) if view.json_path else offered,
+        view.status,
+        gr.update(interactive=bool(view.active)) if view.active is not None else gr.skip(),
+        gr.Timer(active=bool(view.active)) if view.active is not None else gr.skip(),
+        view.job_id,
+        view.signature,
+        view.job_id,
+    )
 
 
 def option_panel(prefix: str, settings: Settings) -> ControlSet:

@@ -1,4 +1,5 @@
-"""Where the Gradio door keeps its outputs: one fresh folder per request, swept after RESULT_TTL_SECONDS.
+"""Where the Gradio door keeps its outputs: one fresh folder per request (per batch job shown), swept after
+RESULT_TTL_SECONDS.
 
 Gradio copies what a handler returns into its own cache (cleared by `delete_cache`); these folders hold the
 originals. Messages never name the server's folders: a person in a browser cannot act on a server path.
@@ -35,14 +36,29 @@ def job_dir() -> Path:
         raise StorageFull(f"The server cannot store results right now ({exc.strerror}).") from exc
 
 
+def job_view_dir(job_id: str) -> Path:
+    """The folder of one batch job's previews, zip and manifest as this process shows them (`job-<id>`, so the
+    sweeper expires it like any result folder; the next poll writes again what it needs)."""
+    try:
+        folder = WORK_ROOT / f"job-{job_id}"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    except OSError as exc:
+        log.error("Cannot create a result folder under %s: %s", WORK_ROOT, exc)
+        raise StorageFull(f"The server cannot store results right now ({exc.strerror}).") from exc
+
+
 def save(data: bytes, folder: Path, name: str) -> Path:
-    """`data` as `folder/name`; a failed write leaves no partial file to hand out."""
+    """`data` as `folder/name`, written to a temp file and renamed: a failed write leaves no partial file to hand
+    out, and a page polling the same job from two tabs never reads a half-written preview."""
     target = folder / name
+    partial = target.with_name(f".{target.name}.{threading.get_ident()}.partial")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+        partial.write_bytes(data)
+        os.replace(partial, target)
     except OSError as exc:
-        target.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
         log.error("Cannot write %s: %s", target, exc)
         raise StorageFull(f"The server cannot store the result right now ({exc.strerror}).") from exc
     return target

@@ -1,4 +1,9 @@
-"""The UI's event handlers: read the widgets, call the core (pipeline / batch engine), shape Gradio outputs.
+"""The UI's event handlers: read the widgets, call the core (the pipeline; the job store for the batch tab), shape
+Gradio outputs.
+
+The batch tab is a durable job (bgremove.batch.jobs), the same as POST /api/jobs: `submit` queues it, `poll` shows
+its progress each second, `cancel` stops it, and a reloaded page `view`s it again by id. The job's files live in
+DATA_DIR; this process keeps only thumbnails, the zip and the manifest it hands to the browser.
 
 No handler lets an exception reach Gradio: Gradio would show its text (with server paths) in a toast, leave
 "Processing..." on screen and mark the outputs with an Error badge (issue 17.2). Every refusal is the core's
@@ -12,10 +17,8 @@ import functools
 import io
 import json
 import logging
-import queue
-import threading
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -24,22 +27,26 @@ from typing import Any, TypeVar
 import gradio as gr
 from PIL import Image
 
-from bgremove.batch.engine import ItemResult, inputs_from_files, run_batch
-from bgremove.batch.sinks import ZipSink
+from bgremove.batch.engine import inputs_from_files
+from bgremove.batch.jobs import FINAL_STATUSES, Job, JobItem, JobNotFound, JobRunner, check_model
 from bgremove.core import codecs
-from bgremove.core.errors import BgRemoveError, StorageFull
+from bgremove.core.errors import BgRemoveError, ImageTooLarge, StorageFull
 from bgremove.core.options import RemovalOptions
 from bgremove.core.pipeline import Result, remove_background
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings
+from bgremove.web.jobs import JOB_ID
 from bgremove.web.ui_controls import ControlSet, payload_name, payload_path
-from bgremove.web.ui_files import job_dir, read_limited, save
+from bgremove.web.ui_files import job_dir, job_view_dir, read_limited, save
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FORMAT_NAMES = {"png": "PNG", "jpg": "JPG", "webp": "WebP", "zip": "ZIP"}
 TABLE_HEADERS = ["file", "status", "size", "seconds", "error / hint"]
+GALLERY_LIMIT = 48  # thumbnails shown of a job's outputs (every output is in the zip)
+THUMBNAIL_SIDE = 512
+FAILURES_LISTED = 20  # failed files named in the summary (the table and the manifest list them all)
 UNEXPECTED = "Something went wrong on the server while processing this request."
 UNEXPECTED_HINT = "Try again; if it keeps happening, report it with the time of the request (the server log has the details)."
 NO_SUBJECT = (
@@ -126,15 +133,38 @@ def status_line(result: Result) -> str:
     return line
 
 
+# --- what the batch tab shows ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchView:
+    """The batch tab's state for one job (or none: `job_id` ""). A field left None leaves that part as shown."""
+
+    job_id: str
+    status: str
+    rows: list[list[Any]] | None = None
+    gallery: list[tuple[str, str]] | None = None
+    zip_path: str | None = None  # Download All: offered once the job is final and a file completed
+    json_path: str | None = None  # the manifest, once the job is final
+    active: bool | None = False  # queued or running: keep polling, offer Cancel (None: as it was)
+    signature: str = ""  # what this view was built from; the same signature on the next poll draws nothing
+
+    @classmethod
+    def message(cls, status: str) -> BatchView:
+        """No job attached: an empty table and this line (a refusal's message and hint, or a prompt)."""
+        return cls(job_id="", status=status, rows=[], gallery=[])
+
+
 # --- handlers -------------------------------------------------------------------------------------------------
 
 
 @dataclass
 class UiHandlers:
-    """The handlers of one app: the settings and session cache arrive from `build_ui`, never from globals."""
+    """The handlers of one app: the settings, session cache and job runner arrive from `build_ui`, never from globals."""
 
     settings: Settings
     cache: SessionCache
+    jobs: JobRunner
 
     def read_bg_image(self, path: str | None) -> bytes | None:
         return read_limited(path, self.settings.max_image_bytes) if path else None
@@ -178,109 +208,114 @@ class UiHandlers:
             status_line(result),
         )
 
-    # batch
+    # batch: a durable job (bgremove.batch.jobs) the tab submits, then polls
 
-    def batch(
-        self, controls: ControlSet, uploads: Sequence[Any], values: Sequence[Any], progress: gr.Progress | None = None
-    ) -> Iterator[tuple[Any, ...]]:
-        """Batch tab -> (table rows, gallery, zip download, manifest download, status), live as items finish."""
-        nothing = gr.update(value=None, interactive=False)
+    def submit(self, controls: ControlSet, uploads: Sequence[Any], values: Sequence[Any], owner: str = "") -> BatchView:
+        """Batch tab -> a queued job (the same inputs and checks as POST /api/jobs), shown at once."""
         files = upload_files(*uploads)
         if not files:
-            yield [], gr.update(value=[], visible=False), nothing, nothing, "Add images, a folder or a zip first."
-            return
+            return BatchView.message("Add images, a folder or a zip first.")
         try:
             options, bg_path = controls.read(values)
+            check_model(options, self.settings)
             bg_image = self.read_bg_image(bg_path)
+            if bg_image is not None and len(bg_image) > self.settings.max_image_bytes:
+                raise ImageTooLarge(
+                    f"The background image is larger than the limit of {self.settings.max_image_size_mb:g} MB.",
+                    hint="Use a smaller background or raise MAX_IMAGE_SIZE_MB.",
+                )
             with ExitStack() as stack:
                 inputs = inputs_from_files([(name, stack.enter_context(open(path, "rb"))) for name, path in files], self.settings)
-            folder = job_dir()
-        except Exception as exc:
-            yield [], gr.update(value=[], visible=False), nothing, nothing, failure(exc)
-            return
-        yield from self._run(inputs, options, bg_image, folder, progress)
+            job = self.jobs.store.submit(inputs, options, owner=owner, bg_image=bg_image)
+        except Exception as exc:  # refused up front (options, model, quota, queue full): nothing was queued
+            return BatchView.message(failure(exc))
+        self.jobs.wake()
+        return self.view(job.id, owner)
 
-    def _run(
-        self, inputs: list[Any], options: RemovalOptions, bg_image: bytes | None, folder: Path, progress: gr.Progress | None
-    ) -> Iterator[tuple[Any, ...]]:
-        nothing = gr.update(value=None, interactive=False)
-        states: list[tuple[ItemResult | None, str]] = [(None, "Queued")] * len(inputs)
-        gallery: dict[int, tuple[str, str]] = {}  # input index -> (preview, caption): shown in input order
-        zip_path = folder / "bgremove-results.zip"
-        done = 0
-        yield table(inputs, states), gr.update(value=[], visible=False), nothing, nothing, f"0 of {len(inputs)} done"
+    def view(self, job_id: str, owner: str) -> BatchView:
+        """What the tab shows of a job now (on submit, cancel, and when a reloaded page reattaches)."""
+        return self.poll(job_id, owner, seen="") or BatchView.message("")
+
+    def poll(self, job_id: str, owner: str, seen: str) -> BatchView | None:
+        """The timer's tick: the job's view, or None when nothing changed since the view whose signature is `seen`.
+
+        An unknown job (a wrong id in the URL, another key's job, one deleted after JOB_RETENTION_HOURS) is
+        forgotten with the store's message; any other failure leaves the job attached, so the next poll retries.
+        """
         try:
-            sink = ZipSink(zip_path)
-            for kind, payload in self._events(inputs, options, bg_image):
-                if kind == "start":
-                    states[payload] = (None, "Processing")
-                else:
-                    item: ItemResult = payload
-                    states[item.index] = (item, "")
-                    if item.result is not None and item.output:
-                        data, extension = preview_bytes(item.result)
-                        shown = save(data, folder / "preview", str(PurePath(item.output).with_suffix(f".{extension}")))
-                        gallery[item.index] = (str(shown), item.output)
-                    sink.add(item)  # writes the output into the zip, then drops its bytes
-                    done += 1
-                    if progress is not None:
-                        progress(done / len(inputs), desc=f"{done} of {len(inputs)}")
-                yield (
-                    table(inputs, states),
-                    gallery_update(gallery),
-                    nothing,
-                    nothing,
-                    f"{done} of {len(inputs)} done",
-                )
-            manifest = sink.close(options.model or PurePath(self.settings.model_name).name)
-            json_path = save(_json(manifest), folder, "bgremove-results.json")
-        except Exception as exc:  # the model cannot load, the disk is full...: no partial zip is offered
-            zip_path.unlink(missing_ok=True)
-            yield table(inputs, states), gallery_update(gallery), nothing, nothing, failure(exc)
-            return
-        zip_button = gr.update(value=str(zip_path), interactive=True) if manifest["completed"] else nothing
-        yield (
-            table(inputs, states),
-            gallery_update(gallery),
-            zip_button,
-            gr.update(value=str(json_path), interactive=True),
-            batch_summary(manifest),
+            if not JOB_ID.fullmatch(job_id or ""):
+                raise JobNotFound(f"There is no job {job_id[:64]!r}.")
+            summary = self.jobs.store.get(job_id, owner, items=False)
+            signature = f"{summary.status}:{summary.updated}:{summary.done}"
+            if signature == seen:
+                return None
+            job = self.jobs.store.get(job_id, owner)
+            folder = job_view_dir(job.id)
+            gallery = self.gallery(job, folder)
+            zip_path = json_path = None
+            if job.status in FINAL_STATUSES:
+                zip_path, json_path = self.result_files(job, folder)
+        except JobNotFound as exc:
+            return BatchView.message(failure(exc))
+        except Exception as exc:
+            return BatchView(job_id=job_id, status=failure(exc), active=None)
+        return BatchView(
+            job_id=job.id,
+            status=job_status(job),
+            rows=job_rows(job),
+            gallery=gallery,
+            zip_path=str(zip_path) if zip_path else None,
+            json_path=str(json_path) if json_path else None,
+            active=job.status not in FINAL_STATUSES,
+            signature=signature,
         )
 
-    def _events(self, inputs: list[Any], options: RemovalOptions, bg_image: bytes | None) -> Iterator[tuple[str, Any]]:
-        """Run the batch in a worker thread; yield ("start", index) / ("done", item) as they happen, so the
-        table shows which files are being processed (run_batch reports starts through a callback)."""
-        events: queue.Queue[tuple[str, Any]] = queue.Queue()
-        stop = threading.Event()  # the page went away: start no more items
-
-        def work() -> None:
-            try:
-                for item in run_batch(
-                    inputs,
-                    options,
-                    settings=self.settings,
-                    cache=self.cache,
-                    bg_image=bg_image,
-                    on_start=lambda index: events.put(("start", index)),
-                    should_stop=stop.is_set,
-                ):
-                    events.put(("done", item))
-            except BaseException as exc:  # handed to the generator, which explains it
-                events.put(("error", exc))
-            finally:
-                events.put(("end", None))
-
-        threading.Thread(target=work, name="bgremove-ui-batch", daemon=True).start()
+    def cancel(self, job_id: str, owner: str) -> BatchView:
+        """Cancel button: a queued or running job stops after its current file; the files done stay in its zip."""
         try:
-            while True:
-                kind, payload = events.get()
-                if kind == "end":
-                    return
-                if kind == "error":
-                    raise payload
-                yield kind, payload
-        finally:
-            stop.set()
+            job = self.jobs.store.get(job_id, owner, items=False)
+            # cancel_or_delete DELETES a finished job: only an active one is passed to it (see the report on a
+            # cancel-only store method, which would close the gap between this check and its update).
+            if job.status not in FINAL_STATUSES:
+                self.jobs.store.cancel_or_delete(job_id, owner)
+                self.jobs.notify()
+        except Exception as exc:
+            return BatchView(job_id=job_id, status=failure(exc), active=None)
+        return self.view(job_id, owner)
+
+    def gallery(self, job: Job, folder: Path) -> list[tuple[str, str]]:
+        """Thumbnails of the first GALLERY_LIMIT finished outputs, made once per job and process."""
+        shown: list[tuple[str, str]] = []
+        for item in job.items:
+            if len(shown) >= GALLERY_LIMIT:
+                break
+            if item.status != "completed" or not item.output:
+                continue
+            thumbnail = folder / "preview" / f"{item.index}.png"
+            if not thumbnail.exists():
+                try:
+                    data = self.jobs.store.output_path(job.id, item.output).read_bytes()
+                    save(thumbnail_png(data, item.output), thumbnail.parent, thumbnail.name)
+                except (OSError, ValueError, zipfile.BadZipFile) as exc:  # a missing or odd output: no thumbnail
+                    log.warning("No preview for %s of job %s: %s", item.output, job.id, exc)
+                    continue
+            shown.append((str(thumbnail), item.output))
+        return shown
+
+    def result_files(self, job: Job, folder: Path) -> tuple[Path | None, Path]:
+        """The job's result zip (as GET /api/jobs/{id}/result) and its manifest, rebuilt when the job changed since.
+
+        The zip is offered only when a file completed (a zip of nothing but a manifest helps no one).
+        """
+        zip_path = folder / f"bgremove-job-{job.id}.zip"
+        json_path = folder / f"bgremove-job-{job.id}.json"
+        fresh = zip_path.exists() and json_path.exists() and zip_path.stat().st_mtime >= job.updated
+        if not fresh:
+            spool = io.BytesIO()
+            manifest = self.jobs.store.write_result(job.id, job.owner, spool)
+            save(_json(manifest), folder, json_path.name)
+            save(spool.getvalue(), folder, zip_path.name)
+        return (zip_path if job.completed else None), json_path
 
 
 def upload_files(*uploads: Any) -> list[tuple[str, str]]:
@@ -294,37 +329,70 @@ def upload_files(*uploads: Any) -> list[tuple[str, str]]:
     return files
 
 
-def gallery_update(gallery: dict[int, tuple[str, str]]) -> dict[str, Any]:
-    """The finished outputs in input order; the gallery is hidden while empty, so it never shows a blank box."""
-    return gr.update(value=[gallery[index] for index in sorted(gallery)], visible=bool(gallery))
+def job_rows(job: Job) -> list[list[Any]]:
+    """The table: one row per input, in input order; a running job's first pending file is the one in work."""
+    current = next((item.index for item in job.items if item.status == "pending"), None) if job.status == "running" else None
+    return [job_row(item, item.index == current) for item in job.items]
 
 
-def table(inputs: Sequence[Any], states: Sequence[tuple[ItemResult | None, str]]) -> list[list[Any]]:
-    return [row(item.name, result, state) for item, (result, state) in zip(inputs, states, strict=True)]
+def job_row(item: JobItem, processing: bool) -> list[Any]:
+    if item.status == "pending":
+        return [item.filename, "Processing" if processing else "Queued", "", "", ""]
+    if item.status == "completed":
+        size = f"{item.metadata.get('width')} x {item.metadata.get('height')}"
+        return [item.filename, "Completed", size, f"{item.seconds:.2f}", ""]
+    label = "Cancelled" if item.status == "cancelled" else "Failed"
+    seconds = f"{item.seconds:.2f}" if item.seconds else ""
+    return [item.filename, label, "", seconds, f"{item.error or ''} {item.hint or ''}".strip()]
 
 
-def row(name: str, result: ItemResult | None, state: str) -> list[Any]:
-    if result is None:
-        return [name, state, "", "", ""]
-    if result.status == "completed":
-        size = f"{result.metadata.get('width')} x {result.metadata.get('height')}"
-        return [name, "Completed", size, f"{result.seconds:.2f}", ""]
-    return [name, "Failed", "", f"{result.seconds:.2f}", f"{result.error} {result.hint or ''}".strip()]
+def job_status(job: Job) -> str:
+    """Progress while the job is queued or running, then the summary."""
+    if job.status == "queued":
+        line = f"**Queued:** {job.done} of {job.total} done, waiting for a free worker."
+    elif job.status == "running":
+        line = f"**Processing:** {job.done} of {job.total} done" + (f", {job.failed} failed." if job.failed else ".")
+    else:
+        return job_summary(job)
+    return f"{line}\n\nJob `{job.id}` keeps running if you reload or close this page; the address brings it back."
 
 
-def batch_summary(manifest: dict[str, Any]) -> str:
-    """Success only when every file succeeded; a partial or failed batch says so, and lists what failed."""
-    count, completed, failed = manifest["count"], manifest["completed"], manifest["failed"]
-    if not failed:
+def job_summary(job: Job) -> str:
+    """Success only when every file succeeded; a partial, failed or cancelled job says so, and lists what failed."""
+    count, completed, failed = job.total, job.completed, job.failed
+    if job.status == "cancelled":
+        summary = f"**Cancelled:** {completed} of {count} completed before the cancel" + (
+            "; they are in the zip." if completed else "."
+        )
+    elif job.error:
+        summary = f"**Failed:** {job.error} {job.hint or ''}".strip() + f" ({completed} of {count} completed.)"
+    elif not failed:
         summary = f"**Done: all {count} completed.**"
     elif not completed:
         summary = f"**Failed: none of the {count} files could be processed.**"
     else:
         summary = f"**Partly done: {completed} completed, {failed} failed** of {count}."
-    failures = [item for item in manifest["items"] if item["status"] == "failed"]
-    if failures:
-        summary += "\n\n" + "\n".join(f"- `{item['filename']}`: {item['error']} *{item.get('hint') or ''}*" for item in failures)
+    failures = [item for item in job.items if item.status == "failed" and item.error]
+    if failures and not job.error:
+        lines = [f"- `{item.filename}`: {item.error} *{item.hint or ''}*" for item in failures[:FAILURES_LISTED]]
+        if len(failures) > FAILURES_LISTED:
+            lines.append(f"- ... and {len(failures) - FAILURES_LISTED} more (see the manifest).")
+        summary += "\n\n" + "\n".join(lines)
     return summary
+
+
+def thumbnail_png(data: bytes, name: str) -> bytes:
+    """A PNG at most THUMBNAIL_SIDE px on its longer side, transparency kept; a zip output shows its color.jpg."""
+    if PurePath(name).suffix.lower() == ".zip":
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            inner = next((n for n in archive.namelist() if n.lower().endswith(".jpg")), archive.namelist()[0])
+            data = archive.read(inner)
+    with Image.open(io.BytesIO(data)) as image:
+        image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+        shown = image if image.mode in ("RGB", "RGBA", "L", "LA") else image.convert("RGBA")
+        buffer = io.BytesIO()
+        shown.save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def _json(manifest: dict[str, Any]) -> bytes:

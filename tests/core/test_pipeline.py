@@ -218,7 +218,7 @@ def test_content_wins_over_the_extension(settings: Settings, cache: SessionCache
 
 
 def test_file_over_size_limit(make_settings: Any, cache: SessionCache) -> None:
-    with pytest.raises(ImageTooLarge, match="limit is 0.01 MB"):
+    with pytest.raises(ImageTooLarge, match=r"limit is 0\.01 MB"):
         run(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20_000, make_settings(MAX_IMAGE_SIZE_MB="0.01"), cache)
 
 

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from bgremove.core.settings import ENV_NAMES, Settings, load_settings
 from bgremove.core.errors import ConfigError
+from bgremove.core.settings import ENV_NAMES, Settings, load_settings
 
 
 def test_defaults_match_the_documented_ones():
