@@ -3,6 +3,11 @@
 Layout only. The option controls come from the schema (`ui_controls.ControlSet`), the handlers call the core
 (`ui_handlers`), the public endpoints are built from the schema too (`ui_api`). The app factory mounts this with
 `css=CSS` (Gradio 6 takes css at mount time) and starts `start_sweeper`; `remove_work_files` runs at shutdown.
+
+The Batch tab submits a durable job to the app's JobRunner and polls it every POLL_SECONDS; the job's id lives in
+the address (?job=ID) and in the browser's localStorage, so a reload (or a restart of the server) reattaches.
+With API_KEYS set, `ui_login`'s KeyLogins is the login, and a user's jobs belong to their key's owner, exactly as
+if they had been submitted to /api/jobs with that key.
 """
 
 from __future__ import annotations
@@ -96,8 +101,7 @@ def ui_login(settings: Settings) -> KeyLogins:
 
 
 LOGIN_MESSAGE = (
-    "Enter a user name and one of the server's API keys as the password. "
-    "A user name stays tied to the first key used with it."
+    "Enter a user name and one of the server's API keys as the password. A user name stays tied to the first key used with it."
 )
 
 
@@ -154,9 +158,7 @@ def build_ui(settings: Settings, cache: SessionCache, jobs: JobRunner | None = N
                             gr.Examples(EXAMPLES, inputs=[photo], label="Examples")
                     with gr.Column():
                         status = gr.Markdown("", elem_id="single-status")
-                        cutout = gr.Image(
-                            label="Cutout", type="filepath", interactive=False, height=400, elem_id="single-cutout"
-                        )
+                        cutout = gr.Image(label="Cutout", type="filepath", interactive=False, height=400, elem_id="single-cutout")
                         compare = gr.ImageSlider(
                             label="Before / after", type="filepath", interactive=False, elem_id="single-compare"
                         )
@@ -187,14 +189,10 @@ def build_ui(settings: Settings, cache: SessionCache, jobs: JobRunner | None = N
                     elem_id="batch-table",
                     column_widths=["20%", "11%", "11%", "8%", "50%"],
                 )
-                gallery = gr.Gallery(
-                    label="Results", height="auto", object_fit="contain", visible=False, elem_id="batch-gallery"
-                )
+                gallery = gr.Gallery(label="Results", height="auto", object_fit="contain", visible=False, elem_id="batch-gallery")
                 with gr.Row():
                     zip_button = gr.DownloadButton("Download All (zip)", interactive=False, elem_id="batch-download-zip")
-                    json_button = gr.DownloadButton(
-                        "Download manifest (JSON)", interactive=False, elem_id="batch-download-json"
-                    )
+                    json_button = gr.DownloadButton("Download manifest (JSON)", interactive=False, elem_id="batch-download-json")
                 # The attached job's id: a hidden textbox rather than gr.State, because the address bar is set
                 # from it in the browser (gr.State never reaches the browser).
                 job_box = gr.Textbox("", visible=False, elem_id="batch-job-id")
@@ -203,7 +201,18 @@ def build_ui(settings: Settings, cache: SessionCache, jobs: JobRunner | None = N
         page_footer = gr.Markdown(footer(cache), elem_id="footer")
         add_api_endpoints(settings, cache, POOL)
 
-        batch_outputs = [table, gallery, zip_button, json_button, batch_status, cancel_button, poll_timer, job_box, seen, saved_job]
+        batch_outputs = [
+            table,
+            gallery,
+            zip_button,
+            json_button,
+            batch_status,
+            cancel_button,
+            poll_timer,
+            job_box,
+            seen,
+            saved_job,
+        ]
 
         def owner(request: gr.Request | None) -> str:
             # demo.auth is what mount_gradio_app was given as `auth` (ui_login's KeyLogins when API_KEYS is set).
@@ -282,12 +291,12 @@ def show(view: BatchView | None) -> tuple[Any, ...]:
     """A BatchView as the batch outputs' updates (see `batch_outputs`); None (nothing changed) touches nothing."""
     if view is None:
         return tuple(gr.skip() for _ in range(10))
-    offered = gr.update(value=None, interactive=False)
+    nothing = gr.update(value=None, interactive=False)
     return (
         view.rows if view.rows is not None else gr.skip(),
         gr.update(value=view.gallery, visible=bool(view.gallery)) if view.gallery is not None else gr.skip(),
-        gr.update(value=view.zip_path, interactive=True) if view.zip_path else offered,
-        gr.update(value=view.json_path, interactive=True) if view.json_path else offered,
+        gr.update(value=view.zip_path, interactive=True) if view.zip_path else nothing,
+        gr.update(value=view.json_path, interactive=True) if view.json_path else nothing,
         view.status,
         gr.update(interactive=bool(view.active)) if view.active is not None else gr.skip(),
         gr.Timer(active=bool(view.active)) if view.active is not None else gr.skip(),

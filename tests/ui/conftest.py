@@ -23,6 +23,16 @@ from bgremove.web.app import create_app
 
 # The real isnet-general-use weights live here; servers whose default is the tiny model may still name it.
 REAL_MODEL_HOME = Path("~/.rembg").expanduser()
+CHROMIUM = "/usr/bin/chromium"  # Debian's; the browser tests launch it headless
+# Without the background-networking flags Chromium keeps trying to reach Google's services on a closed network.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 NOT_AN_IMAGE = b"Shopping list: milk, eggs, bread.\nThis is a text file wearing a .png name.\n"
 
 
@@ -34,9 +44,9 @@ class LiveUi:
 
 
 @contextmanager
-def serve(settings: Settings) -> Iterator[LiveUi]:
+def serve(settings: Settings, cache: SessionCache | None = None) -> Iterator[LiveUi]:
     """`create_app(settings)` on 127.0.0.1 and a free port, in this process; returns once the default model is loaded."""
-    cache = SessionCache(settings)
+    cache = cache or SessionCache(settings)
     app = create_app(settings, cache=cache)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", log_config=None))
     thread = threading.Thread(target=server.run, name="ui-uvicorn", daemon=True)
@@ -64,12 +74,14 @@ def serve(settings: Settings) -> Iterator[LiveUi]:
 
 
 def ui_settings(tmp: Path, tiny_model: Path, **env: str) -> Settings:
-    """The tiny model as default; the model home is the real one, so one slow test can name isnet-general-use."""
+    """The tiny model as default; the model home is the real one, so one slow test can name isnet-general-use.
+    Batch jobs live in `tmp` (never the user's ~/.bgremove, whose lock another server may hold)."""
     return load_settings(
         {
             "REMBG_MODEL_NAME": str(tiny_model),
             "REMBG_SESSION_PATH": str(REAL_MODEL_HOME),
             "GRADIO_SERVER_NAME": "127.0.0.1",
+            "DATA_DIR": str(tmp / "data"),
             **env,
         }
     )

@@ -20,20 +20,10 @@ from skimage import data as skdata
 from bgremove.core.errors import UnsupportedFormat
 from bgremove.core.options import parse_options
 from bgremove.core.pipeline import remove_background
-from tests.ui.conftest import NOT_AN_IMAGE, LiveUi, product_photo, write_photo
+from tests.ui.conftest import CHROMIUM, CHROMIUM_ARGS, NOT_AN_IMAGE, LiveUi, product_photo, write_photo
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
-# Without the background-networking flags Chromium keeps trying to reach Google's services on a closed network.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 DESKTOP = {"width": 1280, "height": 1000}
 PHONE = {"width": 390, "height": 844}
 RUN_TIMEOUT_MS = 60_000

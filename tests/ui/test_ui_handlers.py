@@ -1,10 +1,9 @@
-"""The UI's handlers called as Gradio calls them (raw upload payloads, widget values), on the tiny model, no server."""
+"""The UI's handlers called as Gradio calls them (raw upload payloads, widget values), on the tiny model, no server.
+The batch tab's handlers (jobs) are in test_jobs_ui.py."""
 
 from __future__ import annotations
 
 import dataclasses
-import io
-import json
 import logging
 import zipfile
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bgremove.batch.jobs import JobRunner
 from bgremove.core.errors import BgRemoveError, UnsupportedFormat
 from bgremove.core.options import parse_options
 from bgremove.core.pipeline import METADATA_KEYS, remove_background
@@ -42,14 +42,13 @@ def widget_values(controls: ControlSet, **changes: Any) -> list[Any]:
 
 def run_single(cache: SessionCache, photo: Path, **changes: Any) -> tuple[Any, ...]:
     controls = controls_for(cache)
-    return UiHandlers(cache.settings, cache).single(controls, upload_payload(photo), widget_values(controls, **changes))
-
-
-def run_batch(cache: SessionCache, photos: list[Path], **changes: Any) -> tuple[Any, ...]:
-    controls = controls_for(cache)
-    payloads = [upload_payload(p) for p in photos]
-    *_, last = UiHandlers(cache.settings, cache).batch(controls, (payloads, None), widget_values(controls, **changes))
-    return last
+    runner = JobRunner(cache.settings, cache)  # not started: the single-image tab never uses it
+    try:
+        return UiHandlers(cache.settings, cache, runner).single(
+            controls, upload_payload(photo), widget_values(controls, **changes)
+        )
+    finally:
+        runner.close()
 
 
 # --- single image ----------------------------------------------------------------------------------------------
@@ -157,44 +156,6 @@ def test_an_unexpected_error_is_logged_not_shown(
     assert status.startswith(f"**Failed:** {UNEXPECTED}")
     assert "/srv/secret" not in status and "RuntimeError" not in status
     assert "/srv/secret/model.onnx" in caplog.text  # the server log keeps the details
-
-
-# --- batch -----------------------------------------------------------------------------------------------------
-
-
-def test_a_partial_batch_is_reported_as_partial(ui_cache: SessionCache, tmp_path: Path) -> None:
-    notes = tmp_path / "notes.png"
-    notes.write_bytes(NOT_AN_IMAGE)
-    photos = [write_photo(tmp_path / "a.jpg"), write_photo(tmp_path / "b.png"), notes]
-    rows, gallery, zip_button, json_button, status = run_batch(ui_cache, photos, format="webp")
-    assert status.startswith("**Partly done: 2 completed, 1 failed** of 3."), status
-    assert "notes.png" in status and "Done" not in status.split("\n")[0].replace("Partly done", "")
-    assert [row[1] for row in rows] == ["Completed", "Completed", "Failed"]
-    assert [caption for _, caption in gallery["value"]] == ["a.webp", "b.webp"] and gallery["visible"]
-    with zipfile.ZipFile(zip_button["value"]) as archive:
-        assert sorted(archive.namelist()) == ["a.webp", "b.webp", "manifest.json"]
-        manifest = json.loads(archive.read("manifest.json"))
-        assert Image.open(io.BytesIO(archive.read("a.webp"))).mode == "RGBA"
-    assert json.loads(Path(json_button["value"]).read_text()) == manifest
-    assert (manifest["count"], manifest["completed"], manifest["failed"]) == (3, 2, 1)
-
-
-def test_a_batch_where_everything_failed_says_so_and_offers_no_zip(ui_cache: SessionCache, tmp_path: Path) -> None:
-    notes = tmp_path / "notes.png"
-    notes.write_bytes(NOT_AN_IMAGE)
-    _, gallery, zip_button, json_button, status = run_batch(ui_cache, [notes])
-    assert status.startswith("**Failed: none of the 1 files could be processed.**"), status
-    assert zip_button["interactive"] is False and json_button["interactive"] is True and gallery["visible"] is False
-
-
-def test_a_complete_batch_is_a_success(ui_cache: SessionCache, tmp_path: Path) -> None:
-    *_, status = run_batch(ui_cache, [write_photo(tmp_path / "a.jpg")])
-    assert status == "**Done: all 1 completed.**"
-
-
-def test_a_batch_with_an_invalid_option_fails_up_front(ui_cache: SessionCache, tmp_path: Path) -> None:
-    rows, *_, status = run_batch(ui_cache, [write_photo(tmp_path / "a.jpg")], quality=0)
-    assert rows == [] and status.startswith("**Failed:** quality=0 is not valid"), status
 
 
 # --- models and engine -------------------------------------------------------------------------------------------

@@ -227,7 +227,7 @@ def image_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def test_image_url_on_a_private_network_is_refused_with_the_setting_to_change(api: TestClient, image_site: str) -> None:
     response = api.post("/api/remove", data={"image_url": f"{image_site}/photo.png"})
-    assert response.status_code == 422
+    assert response.status_code == 400  # issue 14: a refused URL is a 400 that says why
     assert "loopback" in response.json()["detail"] and response.json()["hint"] == PRIVATE_HINT
 
 
