@@ -43,8 +43,13 @@ def build_slow_model(path: Path, convs: int = 6, channels: int = 96) -> Path:
         inits.append(onnx.numpy_helper.from_array(weight, f"w{i}"))
         nodes.append(helper.make_node("Conv", [previous, f"w{i}"], [f"c{i}" if i < convs else "output"], pads=[1, 1, 1, 1]))
         previous, width = f"c{i}", out_channels
-    graph = helper.make_graph(nodes, "slow", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 320, 320])],
-                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1, 320, 320])], inits)
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 320, 320])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1, 320, 320])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.save(model, str(path))
@@ -62,8 +67,11 @@ def make_settings(tmp_path: Path, tiny_model: Path) -> Callable[..., Settings]:
     """Settings with an isolated model home and the tiny model as default; override any variable."""
 
     def build(**env: str) -> Settings:
-        base = {"REMBG_SESSION_PATH": str(tmp_path / "rembg-home"), "REMBG_MODEL_NAME": str(tiny_model),
-                "DATA_DIR": str(tmp_path / "data")}
+        base = {
+            "REMBG_SESSION_PATH": str(tmp_path / "rembg-home"),
+            "REMBG_MODEL_NAME": str(tiny_model),
+            "DATA_DIR": str(tmp_path / "data"),
+        }
         base.update(env)
         return load_settings(base)
 

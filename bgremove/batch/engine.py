@@ -74,8 +74,14 @@ class ItemResult:
         self.result = None
 
     def manifest_entry(self) -> dict[str, Any]:
-        entry: dict[str, Any] = {**self.metadata, "filename": self.filename, "status": self.status,
-                                 "output": self.output, "model": self.model, "seconds": round(self.seconds, 4)}
+        entry: dict[str, Any] = {
+            **self.metadata,
+            "filename": self.filename,
+            "status": self.status,
+            "output": self.output,
+            "model": self.model,
+            "seconds": round(self.seconds, 4),
+        }
         if self.status == "failed":
             entry["error"] = self.error
             entry["hint"] = self.hint
@@ -131,27 +137,47 @@ def process_item(
     try:
         result = remove_background(item.read(), item.name, options, settings=settings, cache=cache, bg_image=bg_image)
     except BgRemoveError as exc:
-        return ItemResult(index, item.name, "failed", model=model, seconds=time.perf_counter() - started,
-                          error=exc.message, hint=exc.hint)
+        return ItemResult(
+            index, item.name, "failed", model=model, seconds=time.perf_counter() - started, error=exc.message, hint=exc.hint
+        )
     except OSError as exc:  # unreadable file on disk
-        return ItemResult(index, item.name, "failed", model=model, seconds=time.perf_counter() - started,
-                          error=f"{item.name} could not be read ({exc.strerror or exc}).",
-                          hint="Check the file exists and is readable.")
+        return ItemResult(
+            index,
+            item.name,
+            "failed",
+            model=model,
+            seconds=time.perf_counter() - started,
+            error=f"{item.name} could not be read ({exc.strerror or exc}).",
+            hint="Check the file exists and is readable.",
+        )
     except MemoryError:
-        return ItemResult(index, item.name, "failed", model=model, seconds=time.perf_counter() - started,
-                          error=f"{item.name} needed more memory than the server has.",
-                          hint="Send a smaller image or lower MAX_IMAGE_PIXELS / MAX_CONCURRENT_INFERENCES.")
+        return ItemResult(
+            index,
+            item.name,
+            "failed",
+            model=model,
+            seconds=time.perf_counter() - started,
+            error=f"{item.name} needed more memory than the server has.",
+            hint="Send a smaller image or lower MAX_IMAGE_PIXELS / MAX_CONCURRENT_INFERENCES.",
+        )
     except Exception as exc:  # the per-item error boundary: a model or library failure fails this file only
         log.exception("Unexpected error processing %s", item.name)
-        return ItemResult(index, item.name, "failed", model=model, seconds=time.perf_counter() - started,
-                          error=f"{item.name} failed inside the model or an image library ({type(exc).__name__}).",
-                          hint=UNEXPECTED_HINT)
+        return ItemResult(
+            index,
+            item.name,
+            "failed",
+            model=model,
+            seconds=time.perf_counter() - started,
+            error=f"{item.name} failed inside the model or an image library ({type(exc).__name__}).",
+            hint=UNEXPECTED_HINT,
+        )
     name = output or result.output_name
     if result.extension != PurePosixPath(name).suffix.lstrip("."):  # format=auto chose another encoder
         name = str(PurePosixPath(name).with_suffix(f".{result.extension}"))
     metadata = {**result.metadata(), "output": name}
-    return ItemResult(index, item.name, "completed", output=name, model=result.model, seconds=result.seconds,
-                      result=result, metadata=metadata)
+    return ItemResult(
+        index, item.name, "completed", output=name, model=result.model, seconds=result.seconds, result=result, metadata=metadata
+    )
 
 
 def run_batch(
@@ -175,8 +201,9 @@ def run_batch(
     def work(index: int) -> ItemResult:
         if on_start is not None:
             on_start(index)
-        return process_item(inputs[index], options, settings=settings, cache=cache, index=index,
-                            output=names[index], bg_image=bg_image)
+        return process_item(
+            inputs[index], options, settings=settings, cache=cache, index=index, output=names[index], bg_image=bg_image
+        )
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bgremove-batch") as pool:
         pending: set[Future[ItemResult]] = set()
@@ -213,18 +240,23 @@ def inputs_from_zip(source: IO[bytes] | Path, settings: Settings, prefix: str = 
     try:
         archive = zipfile.ZipFile(source)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise UnsupportedFormat(f"{prefix or 'The upload'} is not a readable zip archive ({exc}).",
-                                hint="Re-create the zip, or send the images as separate files.") from exc
+        raise UnsupportedFormat(
+            f"{prefix or 'The upload'} is not a readable zip archive ({exc}).",
+            hint="Re-create the zip, or send the images as separate files.",
+        ) from exc
     with archive:
         entries = [info for info in archive.infolist() if not info.is_dir() and not JUNK_NAMES.search(info.filename)]
         if len(entries) > settings.max_batch_files:
-            raise ImageTooLarge(f"The zip has {len(entries)} files; the limit is {settings.max_batch_files}.",
-                                hint="Split it into smaller zips or raise MAX_BATCH_FILES.")
+            raise ImageTooLarge(
+                f"The zip has {len(entries)} files; the limit is {settings.max_batch_files}.",
+                hint="Split it into smaller zips or raise MAX_BATCH_FILES.",
+            )
         declared = sum(info.file_size for info in entries)
         if declared > settings.max_batch_uncompressed_bytes:
             raise ImageTooLarge(
                 f"The zip expands to {declared / 1e6:.0f} MB; the limit is {settings.max_batch_uncompressed_mb:g} MB.",
-                hint="Split it into smaller zips or raise MAX_BATCH_UNCOMPRESSED_MB.")
+                hint="Split it into smaller zips or raise MAX_BATCH_UNCOMPRESSED_MB.",
+            )
         return [_zip_entry(archive, info, prefix + info.filename, settings) for info in entries]
 
 
@@ -232,8 +264,9 @@ def _zip_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, setti
     if info.flag_bits & 0x1:
         return BatchInput(name, error=UnsupportedFormat(f"{name} is encrypted.", hint="Zip it again without a password."))
     if info.file_size > settings.max_image_bytes:
-        return BatchInput(name, error=ImageTooLarge(
-            f"{name} is {info.file_size / 1e6:.1f} MB; the limit is {settings.max_image_size_mb:g} MB."))
+        return BatchInput(
+            name, error=ImageTooLarge(f"{name} is {info.file_size / 1e6:.1f} MB; the limit is {settings.max_image_size_mb:g} MB.")
+        )
     try:
         with archive.open(info) as handle:
             data = handle.read(settings.max_image_bytes + 1)  # the declared size can lie
@@ -242,8 +275,13 @@ def _zip_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, setti
     if len(data) > settings.max_image_bytes:
         return BatchInput(name, error=ImageTooLarge(f"{name} is over {settings.max_image_size_mb:g} MB."))
     if looks_like_zip(data):
-        return BatchInput(name, error=UnsupportedFormat(f"{name} is a zip inside the zip; nested zips are not opened.",
-                                                        hint="Put the images in one zip (folders inside are fine)."))
+        return BatchInput(
+            name,
+            error=UnsupportedFormat(
+                f"{name} is a zip inside the zip; nested zips are not opened.",
+                hint="Put the images in one zip (folders inside are fine).",
+            ),
+        )
     return BatchInput(name, data=data)
 
 
@@ -264,17 +302,25 @@ def inputs_from_files(files: list[tuple[str, IO[bytes]]], settings: Settings) ->
         else:
             data = handle.read(settings.max_image_bytes + 1)
             if len(data) > settings.max_image_bytes:
-                inputs.append(BatchInput(name, error=ImageTooLarge(
-                    f"{name} is larger than {settings.max_image_size_mb:g} MB.",
-                    hint="Send a smaller file or raise MAX_IMAGE_SIZE_MB.")))
+                inputs.append(
+                    BatchInput(
+                        name,
+                        error=ImageTooLarge(
+                            f"{name} is larger than {settings.max_image_size_mb:g} MB.",
+                            hint="Send a smaller file or raise MAX_IMAGE_SIZE_MB.",
+                        ),
+                    )
+                )
             else:
                 inputs.append(BatchInput(name, data=data))
         if len(inputs) > settings.max_batch_files:
-            raise ImageTooLarge(f"The batch has more than {settings.max_batch_files} files.",
-                                hint="Split it or raise MAX_BATCH_FILES.")
+            raise ImageTooLarge(
+                f"The batch has more than {settings.max_batch_files} files.", hint="Split it or raise MAX_BATCH_FILES."
+            )
     if not inputs:
-        raise UnsupportedFormat("The batch is empty: no images were sent (or the zip holds no files).",
-                                hint="Add images, or a zip of images.")
+        raise UnsupportedFormat(
+            "The batch is empty: no images were sent (or the zip holds no files).", hint="Add images, or a zip of images."
+        )
     return inputs
 
 

@@ -28,8 +28,9 @@ def smooth_mask(alpha: np.ndarray) -> np.ndarray:
     return result
 
 
-def alpha_matting(rgb: np.ndarray, alpha: np.ndarray, foreground_threshold: int, background_threshold: int,
-                  erode_size: int) -> np.ndarray:
+def alpha_matting(
+    rgb: np.ndarray, alpha: np.ndarray, foreground_threshold: int, background_threshold: int, erode_size: int
+) -> np.ndarray:
     """rembg's alpha matting (trimap from thresholds and erosion, then pymatting's closed-form alpha).
 
     Falls back to the given alpha when the trimap has no unknown region, as rembg does.

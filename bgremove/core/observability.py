@@ -22,10 +22,15 @@ _SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 REQUESTS = Counter("bgremove_requests_total", "HTTP requests by route, method and status code", ["route", "method", "code"])
 ERRORS = Counter("bgremove_errors_total", "HTTP responses with status >= 400 by route and code", ["route", "code"])
-LATENCY = Histogram("bgremove_request_seconds", "HTTP request latency by route", ["route"],
-                    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128))
-INFERENCE = Histogram("bgremove_inference_seconds", "Forward pass (mask) time by model", ["model"],
-                      buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16))
+LATENCY = Histogram(
+    "bgremove_request_seconds",
+    "HTTP request latency by route",
+    ["route"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128),
+)
+INFERENCE = Histogram(
+    "bgremove_inference_seconds", "Forward pass (mask) time by model", ["model"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16)
+)
 WAITING = Gauge("bgremove_waiting_for_inference", "Requests waiting for an inference slot")
 IN_FLIGHT = Gauge("bgremove_api_in_flight", "REST removal requests being served or queued")
 LOADED = Gauge("bgremove_loaded_models", "Models loaded in memory")
@@ -109,8 +114,9 @@ def configure_logging(level: str, fmt: str = "text") -> None:
     """Root logging for the CLI and the server; uvicorn's loggers get the same format and request ids."""
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdFilter())
-    handler.setFormatter(JsonFormatter() if fmt == "json" else
-                         logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
+    handler.setFormatter(
+        JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

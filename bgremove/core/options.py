@@ -36,8 +36,16 @@ MIN_SCALE_PERCENT = 10.0
 _LENGTH = re.compile(r"^(\d+(?:\.\d+)?)(px|%)?$")
 
 
-def option(default: Any, *, label: str, description: str, group: Group = "advanced", hint: str = "",
-           example: str | None = None, **bounds: Any) -> Any:
+def option(
+    default: Any,
+    *,
+    label: str,
+    description: str,
+    group: Group = "advanced",
+    hint: str = "",
+    example: str | None = None,
+    **bounds: Any,
+) -> Any:
     """A schema field with what every door needs: bounds, help text, UI label and group, and the refusal hint."""
     extra: dict[str, Any] = {"label": label, "group": group, "hint": hint}
     if example is not None:
@@ -150,84 +158,139 @@ class RemovalOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
 
     model: str | None = option(
-        None, label="Model", group="basic",
+        None,
+        label="Model",
+        group="basic",
         description="Model name from GET /api/models (default: the server's REMBG_MODEL_NAME).",
-        hint="Use a name from GET /api/models or `python -m bgremove models list`.")
+        hint="Use a name from GET /api/models or `python -m bgremove models list`.",
+    )
 
     # Output: what the result looks like (remove.bg's names).
     size: Size = option(
-        "full", label="Size", group="basic",
+        "full",
+        label="Size",
+        group="basic",
         description="Output size: preview (at most 0.25 MP), medium (1.5 MP), hd (4 MP) or full (input resolution). "
-                    "Aspect ratio is kept; images are never upscaled.",
-        hint="Use preview, medium, hd or full.")
+        "Aspect ratio is kept; images are never upscaled.",
+        hint="Use preview, medium, hd or full.",
+    )
     format: OutputFormat = option(
-        "png", label="Format", group="basic",
+        "png",
+        label="Format",
+        group="basic",
         description="png, jpg, webp, zip (color.jpg + alpha.png) or auto (PNG if the result has transparency, "
-                    "JPG when a background makes it opaque). A JPG without a background gets a white one.",
-        hint="Use png, jpg, webp, zip or auto.")
+        "JPG when a background makes it opaque). A JPG without a background gets a white one.",
+        hint="Use png, jpg, webp, zip or auto.",
+    )
     quality: int = option(
-        90, label="Quality (jpg / webp)", ge=1, le=100,
-        description="Encoder quality for jpg and webp, 1-100.", hint="Use a whole number from 1 to 100.")
+        90,
+        label="Quality (jpg / webp)",
+        ge=1,
+        le=100,
+        description="Encoder quality for jpg and webp, 1-100.",
+        hint="Use a whole number from 1 to 100.",
+    )
     channels: Channels = option(
-        "rgba", label="Channels",
-        description="rgba: the cutout; alpha: the greyscale mask only.", hint="Use rgba or alpha.")
+        "rgba", label="Channels", description="rgba: the cutout; alpha: the greyscale mask only.", hint="Use rgba or alpha."
+    )
     crop: bool = option(
-        False, label="Crop to the subject", group="basic",
-        description="Crop to the subject's bounding box (pixels with alpha above 10%) plus crop_margin.")
+        False,
+        label="Crop to the subject",
+        group="basic",
+        description="Crop to the subject's bounding box (pixels with alpha above 10%) plus crop_margin.",
+    )
     crop_margin: str = option(
-        "0", label="Crop margin", group="basic", example="20px",
+        "0",
+        label="Crop margin",
+        group="basic",
+        example="20px",
         description="Margin around the cropped subject: 1, 2 or 4 values in px or % (CSS order), "
-                    f"at most {MAX_MARGIN_PERCENT:g}% or {MAX_MARGIN_PX}px; clipped at the image borders.",
-        hint=f"Use e.g. 20px, 10%, '10px 20px' or '5% 10% 5% 10%' (at most {MAX_MARGIN_PERCENT:g}% / {MAX_MARGIN_PX}px).")
+        f"at most {MAX_MARGIN_PERCENT:g}% or {MAX_MARGIN_PX}px; clipped at the image borders.",
+        hint=f"Use e.g. 20px, 10%, '10px 20px' or '5% 10% 5% 10%' (at most {MAX_MARGIN_PERCENT:g}% / {MAX_MARGIN_PX}px).",
+    )
     scale: str = option(
-        "original", label="Subject scale",
-        description="Scale the subject relative to the output canvas: 10%-100%, or original.", example="80%",
-        hint="Use original or a percentage from 10% to 100%.")
+        "original",
+        label="Subject scale",
+        description="Scale the subject relative to the output canvas: 10%-100%, or original.",
+        example="80%",
+        hint="Use original or a percentage from 10% to 100%.",
+    )
     position: str = option(
-        "original", label="Subject position",
+        "original",
+        label="Subject position",
         description="Where the subject sits on the canvas: original, center, or 'X% Y%' (0% 0% is top left).",
-        example="50% 100%", hint="Use original, center, or 'X% Y%' with percentages from 0% to 100%.")
+        example="50% 100%",
+        hint="Use original, center, or 'X% Y%' with percentages from 0% to 100%.",
+    )
     roi: str = option(
-        "0% 0% 100% 100%", label="Region of interest",
-        description="Only this region can be foreground: 'x1 y1 x2 y2' in px or %.", example="10% 0% 90% 100%",
-        hint="Use four values 'x1 y1 x2 y2' in px or %, e.g. '0% 0% 100% 100%'.")
+        "0% 0% 100% 100%",
+        label="Region of interest",
+        description="Only this region can be foreground: 'x1 y1 x2 y2' in px or %.",
+        example="10% 0% 90% 100%",
+        hint="Use four values 'x1 y1 x2 y2' in px or %, e.g. '0% 0% 100% 100%'.",
+    )
     bg_color: str | None = option(
-        None, label="Background colour", group="basic", example="ffffff",
+        None,
+        label="Background colour",
+        group="basic",
+        example="ffffff",
         description="Fill the background: hex with or without # (3, 6 or 8 digits), r,g,b[,a], or a CSS colour name.",
-        hint="Use e.g. ffffff, #81d4fa, 255,255,255,128 or white.")
+        hint="Use e.g. ffffff, #81d4fa, 255,255,255,128 or white.",
+    )
     add_shadow: bool = option(
-        False, label="Drop shadow", group="basic",
-        description="A soft drop shadow under the subject (semi-transparent on transparent output).")
+        False,
+        label="Drop shadow",
+        group="basic",
+        description="A soft drop shadow under the subject (semi-transparent on transparent output).",
+    )
 
     # Edges.
     decontaminate: bool = option(
-        True, label="Clean edge colours",
+        True,
+        label="Clean edge colours",
         description="Replace the old background's colour in see-through edge pixels (hair, fur, blur) with the "
-                    "estimated foreground colour, so the cutout looks right on a new background.")
+        "estimated foreground colour, so the cutout looks right on a new background.",
+    )
     post_process_mask: bool = option(
-        False, label="Smooth the mask",
-        description="Smooth the mask's outline (removes speckles and jagged edges); soft edges stay soft.")
+        False,
+        label="Smooth the mask",
+        description="Smooth the mask's outline (removes speckles and jagged edges); soft edges stay soft.",
+    )
     alpha_matting: bool = option(
-        False, label="Alpha matting (slow)",
+        False,
+        label="Alpha matting (slow)",
         description="Refine edges with pymatting's closed-form alpha matting (slow; the default edge refinement is "
-                    "usually as good).")
+        "usually as good).",
+    )
     alpha_matting_foreground_threshold: int = option(
-        240, label="Matting: foreground threshold", ge=0, le=255,
+        240,
+        label="Matting: foreground threshold",
+        ge=0,
+        le=255,
         description="Alpha matting: mask values above this are certain foreground (0-255).",
-        hint="Use a whole number from 0 to 255.")
+        hint="Use a whole number from 0 to 255.",
+    )
     alpha_matting_background_threshold: int = option(
-        10, label="Matting: background threshold", ge=0, le=255,
+        10,
+        label="Matting: background threshold",
+        ge=0,
+        le=255,
         description="Alpha matting: mask values below this are certain background (0-255).",
-        hint="Use a whole number from 0 to 255.")
+        hint="Use a whole number from 0 to 255.",
+    )
     alpha_matting_erode_size: int = option(
-        10, label="Matting: erode size", ge=0, le=100,
+        10,
+        label="Matting: erode size",
+        ge=0,
+        le=100,
         description="Alpha matting: erode the uncertain edge by this many pixels (0-100).",
-        hint="Use a whole number from 0 to 100.")
+        hint="Use a whole number from 0 to 100.",
+    )
 
     # Aliases kept for existing clients.
     only_mask: bool = option(
-        False, label="Mask only", group="api",
-        description="Alias of channels=alpha (kept for rembg-style clients).")
+        False, label="Mask only", group="api", description="Alias of channels=alpha (kept for rembg-style clients)."
+    )
 
     @field_validator("model", "bg_color", mode="before")
     @classmethod

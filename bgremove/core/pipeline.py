@@ -25,9 +25,24 @@ from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings
 
 # The metadata every door reports, under the same keys (REST headers, manifest.json, the UI's JSON, the CLI's --json).
-METADATA_KEYS = ("filename", "output", "status", "width", "height", "format", "model", "seconds",
-                 "foreground_top", "foreground_left", "foreground_width", "foreground_height",
-                 "confidence", "foreground_found", "error", "hint")
+METADATA_KEYS = (
+    "filename",
+    "output",
+    "status",
+    "width",
+    "height",
+    "format",
+    "model",
+    "seconds",
+    "foreground_top",
+    "foreground_left",
+    "foreground_width",
+    "foreground_height",
+    "confidence",
+    "foreground_found",
+    "error",
+    "hint",
+)
 
 
 @dataclass(frozen=True)
@@ -89,8 +104,9 @@ def remove_background(
     stages: dict[str, float] = {}
 
     decoded = codecs.decode_image(data, label, settings)
-    background = (codecs.decode_background(bg_image, "bg_image", settings, target_profile=decoded.icc_profile)
-                  if bg_image else None)
+    background = (
+        codecs.decode_background(bg_image, "bg_image", settings, target_profile=decoded.icc_profile) if bg_image else None
+    )
     image = decoded.image
     rgb = np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
     stages["decode"] = _lap(started)
@@ -120,8 +136,7 @@ def remove_background(
     stages["compose"] = _lap(mark)
 
     mark = time.perf_counter()
-    encoded = codecs.encode(composition, options, png_compress_level=settings.png_compress_level,
-                            icc_profile=decoded.icc_profile)
+    encoded = codecs.encode(composition, options, png_compress_level=settings.png_compress_level, icc_profile=decoded.icc_profile)
     stages["encode"] = _lap(mark)
 
     return Result(
@@ -148,8 +163,13 @@ def _alpha(mask: np.ndarray, rgb: np.ndarray, input_alpha: np.ndarray | None, op
     if options.post_process_mask:
         alpha = matting.smooth_mask(alpha)
     if options.alpha_matting:
-        alpha = matting.alpha_matting(rgb, alpha, options.alpha_matting_foreground_threshold,
-                                      options.alpha_matting_background_threshold, options.alpha_matting_erode_size)
+        alpha = matting.alpha_matting(
+            rgb,
+            alpha,
+            options.alpha_matting_foreground_threshold,
+            options.alpha_matting_background_threshold,
+            options.alpha_matting_erode_size,
+        )
     if input_alpha is not None:  # an input's own transparency is kept
         alpha = alpha * input_alpha
     return compose.apply_roi(alpha, options.roi_box)

@@ -31,8 +31,13 @@ def setting(default: Any, env: str | tuple[str, ...], accepts: str, description:
     """One environment variable: its name(s), default, bounds and the `accepts` text of its error message."""
     names = (env,) if isinstance(env, str) else env
     alias: str | AliasChoices = names[0] if len(names) == 1 else AliasChoices(*names)
-    return Field(default, validation_alias=alias, description=description,
-                 json_schema_extra={"env": names[0], "accepts": accepts}, **bounds)
+    return Field(
+        default,
+        validation_alias=alias,
+        description=description,
+        json_schema_extra={"env": names[0], "accepts": accepts},
+        **bounds,
+    )
 
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
@@ -41,26 +46,32 @@ CommaList = Annotated[tuple[str, ...], NoDecode]
 class Settings(BaseSettings):
     """Every tunable of the app; each field is one environment variable (see `.env.example`)."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True, populate_by_name=True,
-                                      protected_namespaces=())
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", frozen=True, populate_by_name=True, protected_namespaces=()
+    )
 
-    model_name: str = setting(DEFAULT_MODEL, "REMBG_MODEL_NAME",
-                              "one of " + ", ".join(CATALOG) + ", or the path of an existing .onnx file")
+    model_name: str = setting(
+        DEFAULT_MODEL, "REMBG_MODEL_NAME", "one of " + ", ".join(CATALOG) + ", or the path of an existing .onnx file"
+    )
     session_path: Path = setting(Path("~/.rembg").expanduser(), "REMBG_SESSION_PATH", "a directory path")
     max_image_size_mb: float = setting(25.0, "MAX_IMAGE_SIZE_MB", "a positive number of megabytes", gt=0, allow_inf_nan=False)
-    allowed_extensions: CommaList = setting(KNOWN_EXTENSIONS, "ALLOWED_EXTENSIONS",
-                                            "a comma-separated subset of " + ",".join(KNOWN_EXTENSIONS))
+    allowed_extensions: CommaList = setting(
+        KNOWN_EXTENSIONS, "ALLOWED_EXTENSIONS", "a comma-separated subset of " + ",".join(KNOWN_EXTENSIONS)
+    )
     batch_concurrency: int = setting(2, "BATCH_CONCURRENCY", "a whole number >= 1", ge=1)
     log_level: Literal["debug", "info", "warning", "error", "critical"] = setting(
-        "info", "LOG_LEVEL", "one of debug, info, warning, error, critical")
+        "info", "LOG_LEVEL", "one of debug, info, warning, error, critical"
+    )
     max_image_pixels: int = setting(64_000_000, "MAX_IMAGE_PIXELS", "a whole number of pixels >= 1", ge=1)
     max_batch_files: int = setting(100, "MAX_BATCH_FILES", "a whole number >= 1", ge=1)
-    max_batch_uncompressed_mb: float = setting(1024.0, "MAX_BATCH_UNCOMPRESSED_MB", "a positive number of megabytes",
-                                               gt=0, allow_inf_nan=False)
+    max_batch_uncompressed_mb: float = setting(
+        1024.0, "MAX_BATCH_UNCOMPRESSED_MB", "a positive number of megabytes", gt=0, allow_inf_nan=False
+    )
     max_loaded_models: int = setting(2, "MAX_LOADED_MODELS", "a whole number >= 1", ge=1)
     max_concurrent_inferences: int = setting(2, "MAX_CONCURRENT_INFERENCES", "a whole number >= 1", ge=1)
     inference_engine: Literal["auto", "onnxruntime", "openvino"] = setting(
-        "auto", "INFERENCE_ENGINE", "one of auto, onnxruntime, openvino")
+        "auto", "INFERENCE_ENGINE", "one of auto, onnxruntime, openvino"
+    )
     openvino_precision: Literal["auto", "bf16", "f32"] = setting("auto", "OPENVINO_PRECISION", "one of auto, bf16, f32")
     png_compress_level: int = setting(1, "PNG_COMPRESS_LEVEL", "a whole number 0-9", ge=0, le=9)
     max_queue_size: int = setting(32, "MAX_QUEUE_SIZE", "a whole number >= 1", ge=1)
@@ -71,22 +82,23 @@ class Settings(BaseSettings):
     mcp_server: bool = setting(False, ("MCP_SERVER", "GRADIO_MCP_SERVER"), "1, true, yes, on, 0, false, no or off")
     server_name: str = setting("127.0.0.1", "GRADIO_SERVER_NAME", "a host name or IP address", min_length=1)
     server_port: int = setting(7860, "GRADIO_SERVER_PORT", "a port number 0-65535", ge=0, le=65535)
-    url_allow_private_networks: bool = setting(
-        False, "URL_ALLOW_PRIVATE_NETWORKS", "1, true, yes, on, 0, false, no or off")
-    url_fetch_timeout_seconds: float = setting(20.0, "URL_FETCH_TIMEOUT_SECONDS", "a positive number of seconds",
-                                               gt=0, allow_inf_nan=False)
+    url_allow_private_networks: bool = setting(False, "URL_ALLOW_PRIVATE_NETWORKS", "1, true, yes, on, 0, false, no or off")
+    url_fetch_timeout_seconds: float = setting(
+        20.0, "URL_FETCH_TIMEOUT_SECONDS", "a positive number of seconds", gt=0, allow_inf_nan=False
+    )
     data_dir: Path = setting(Path("~/.bgremove").expanduser(), "DATA_DIR", "a directory path")
-    job_retention_hours: float = setting(24.0, "JOB_RETENTION_HOURS", "a positive number of hours", gt=0,
-                                         allow_inf_nan=False)
-    job_disk_quota_mb: float = setting(2048.0, "JOB_DISK_QUOTA_MB", "a positive number of megabytes", gt=0,
-                                       allow_inf_nan=False)
+    job_retention_hours: float = setting(24.0, "JOB_RETENTION_HOURS", "a positive number of hours", gt=0, allow_inf_nan=False)
+    job_disk_quota_mb: float = setting(2048.0, "JOB_DISK_QUOTA_MB", "a positive number of megabytes", gt=0, allow_inf_nan=False)
     job_executor: Literal["local", "ray"] = setting("local", "JOB_EXECUTOR", "one of local, ray")
     ray_address: str | None = setting(None, "RAY_ADDRESS", "a Ray address such as auto or host:6379")
 
     @classmethod
     def settings_customise_sources(
-        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """`load_settings(env)` reads only `env` (tests stay isolated from the shell); otherwise env over .env."""
@@ -155,8 +167,10 @@ class Settings(BaseSettings):
     def _combinations(self) -> Settings:
         if self.mcp_server and self.api_keys:
             # Gradio 6.31's MCP tools call the app without credentials, so every call would fail with a login error.
-            raise ConfigError("MCP_SERVER=1 cannot be combined with API_KEYS: Gradio's MCP tools cannot send a key.",
-                              hint="Unset one of them, or put the MCP server behind your own authenticating proxy.")
+            raise ConfigError(
+                "MCP_SERVER=1 cannot be combined with API_KEYS: Gradio's MCP tools cannot send a key.",
+                hint="Unset one of them, or put the MCP server behind your own authenticating proxy.",
+            )
         return self
 
     @property

@@ -104,8 +104,9 @@ def test_post_process_mask_keeps_soft_edges(settings: Settings, cache: SessionCa
 def test_post_process_mask_drops_specks(settings: Settings, cache: SessionCache) -> None:
     pixels = np.asarray(square_photo((200, 120))).copy()
     pixels[5:7, 5:7] = 255  # a 2x2 bright speck in the background
-    smooth = np.asarray(decode_png(run(encode(Image.fromarray(pixels), "PNG"), settings, cache, channels="alpha",
-                                       post_process_mask=True).data))
+    smooth = np.asarray(
+        decode_png(run(encode(Image.fromarray(pixels), "PNG"), settings, cache, channels="alpha", post_process_mask=True).data)
+    )
     assert smooth[5:7, 5:7].max() < 40 and smooth[60, 100] > 230
     assert smooth[2:10, 2:10].max() < 40
 
@@ -183,8 +184,9 @@ def test_gps_exif_is_never_copied(settings: Settings, cache: SessionCache) -> No
 
 
 def test_roi_keeps_foreground_inside_only(settings: Settings, cache: SessionCache) -> None:
-    mask = np.asarray(decode_png(run(encode(square_photo((200, 120)), "PNG"), settings, cache, channels="alpha",
-                                     roi="0% 0% 50% 100%").data))
+    mask = np.asarray(
+        decode_png(run(encode(square_photo((200, 120)), "PNG"), settings, cache, channels="alpha", roi="0% 0% 50% 100%").data)
+    )
     assert mask[60, 60] > 230 and mask[:, 101:].max() == 0
 
 

@@ -86,10 +86,22 @@ def test_cli_on_a_folder_of_photos_with_no_network(tmp_path: Path) -> None:
     photos.mkdir()
     for name in ("chelsea", "coffee"):
         Image.fromarray(getattr(skdata, name)()).save(photos / f"{name}.jpg", quality=95)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
-           "NO_PROXY": "", "DATA_DIR": str(tmp_path / "data")}
-    done = subprocess.run([sys.executable, "-m", "bgremove", "remove", str(photos), "-o", str(tmp_path / "out"), "--json"],
-                          capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "NO_PROXY": "",
+        "DATA_DIR": str(tmp_path / "data"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bgremove", "remove", str(photos), "-o", str(tmp_path / "out"), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     for name, source in (("chelsea", skdata.chelsea()), ("coffee", skdata.coffee())):
         image = decode_png((tmp_path / "out" / f"{name}.png").read_bytes())

@@ -44,8 +44,9 @@ def test_bad_values_name_the_variable(var, value):
 
 
 def test_values_are_parsed():
-    settings = load_settings({"ALLOWED_EXTENSIONS": " PNG, .jpg ", "MAX_IMAGE_SIZE_MB": "2.5", "LOG_LEVEL": "DEBUG",
-                              "REMBG_MODEL_NAME": "u2net"})
+    settings = load_settings(
+        {"ALLOWED_EXTENSIONS": " PNG, .jpg ", "MAX_IMAGE_SIZE_MB": "2.5", "LOG_LEVEL": "DEBUG", "REMBG_MODEL_NAME": "u2net"}
+    )
     assert settings.allowed_extensions == ("png", "jpg")
     assert settings.max_image_bytes == int(2.5 * 1024 * 1024)
     assert settings.log_level == "debug" and settings.model_name == "u2net"
@@ -54,7 +55,7 @@ def test_values_are_parsed():
 def test_dotenv_is_read_and_the_environment_wins(tmp_path):
     (tmp_path / ".env").write_text("BATCH_CONCURRENCY=5\nMAX_BATCH_FILES=7\n")
     code = "from bgremove.core.settings import get_settings as g; s = g(); print(s.batch_concurrency, s.max_batch_files)"
-    env = {"PATH": "/usr/bin:/bin", "MAX_BATCH_FILES": "9", "PYTHONPATH": str(__import__('pathlib').Path(__file__).parents[2])}
+    env = {"PATH": "/usr/bin:/bin", "MAX_BATCH_FILES": "9", "PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[2])}
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["5", "9"]
 
