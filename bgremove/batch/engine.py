@@ -134,43 +134,24 @@ def process_item(
     """One item through the pipeline. Never raises for a bad file: any error becomes a failed item."""
     started = time.perf_counter()
     model = options.model or PurePosixPath(settings.model_name).name
+
+    def failed(error: str, hint: str) -> ItemResult:
+        return ItemResult(index, item.name, "failed", model=model, seconds=time.perf_counter() - started, error=error, hint=hint)
+
     try:
         result = remove_background(item.read(), item.name, options, settings=settings, cache=cache, bg_image=bg_image)
     except BgRemoveError as exc:
-        return ItemResult(
-            index, item.name, "failed", model=model, seconds=time.perf_counter() - started, error=exc.message, hint=exc.hint
-        )
+        return failed(exc.message, exc.hint)
     except OSError as exc:  # unreadable file on disk
-        return ItemResult(
-            index,
-            item.name,
-            "failed",
-            model=model,
-            seconds=time.perf_counter() - started,
-            error=f"{item.name} could not be read ({exc.strerror or exc}).",
-            hint="Check the file exists and is readable.",
-        )
+        return failed(f"{item.name} could not be read ({exc.strerror or exc}).", "Check the file exists and is readable.")
     except MemoryError:
-        return ItemResult(
-            index,
-            item.name,
-            "failed",
-            model=model,
-            seconds=time.perf_counter() - started,
-            error=f"{item.name} needed more memory than the server has.",
-            hint="Send a smaller image or lower MAX_IMAGE_PIXELS / MAX_CONCURRENT_INFERENCES.",
+        return failed(
+            f"{item.name} needed more memory than the server has.",
+            "Send a smaller image or lower MAX_IMAGE_PIXELS / MAX_CONCURRENT_INFERENCES.",
         )
     except Exception as exc:  # the per-item error boundary: a model or library failure fails this file only
         log.exception("Unexpected error processing %s", item.name)
-        return ItemResult(
-            index,
-            item.name,
-            "failed",
-            model=model,
-            seconds=time.perf_counter() - started,
-            error=f"{item.name} failed inside the model or an image library ({type(exc).__name__}).",
-            hint=UNEXPECTED_HINT,
-        )
+        return failed(f"{item.name} failed inside the model or an image library ({type(exc).__name__}).", UNEXPECTED_HINT)
     name = output or result.output_name
     if result.extension != PurePosixPath(name).suffix.lstrip("."):  # format=auto chose another encoder
         name = str(PurePosixPath(name).with_suffix(f".{result.extension}"))
