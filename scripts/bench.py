@@ -1,7 +1,7 @@
 """Speed and memory benchmark: bgremove against the hardware floor and against rembg, in one run.
 
-    python scripts/bench.py                 # everything (about 20 minutes on 2 cores)
-    python scripts/bench.py --quick         # fewer rounds and requests (about 8 minutes)
+    python scripts/bench.py                 # everything (about 25 minutes on 2 busy cores)
+    python scripts/bench.py --quick         # fewer rounds and requests (about 8 minutes on 2 busy cores)
     python scripts/bench.py --stages-only   # only 7. below (about 5 minutes; --quick: about 3)
 
 Measures, on the same 8 real photos (scikit-image) and the same model (isnet-general-use):
@@ -41,7 +41,9 @@ from scripts.loadtest import rss_mib  # noqa: E402  (one RSS reader for both mea
 
 VENV = ROOT / ".bench-venv"
 MODEL = "isnet-general-use"
-MIN_IOU = 0.95  # our mask and rembg's still cut out the same subject (a broken mask falls far below)
+# Sanity only, on the median photo: our alpha differs from rembg's by design (issue 15), most on photos without a
+# clear subject (hubble_deep_field, immunohistochemistry: IoU 0.7-0.9); a broken or inverted mask falls far below.
+MIN_MEDIAN_IOU = 0.9
 PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "motorcycle"]
 
 
@@ -191,7 +193,7 @@ def main() -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="2 rounds, 6 latency samples, 24 soak requests, 3 stage rounds (well under 10 minutes)",
+        help="2 rounds, 6 latency samples, 8 requests x 4 clients, 16 soak requests, 3 stage rounds",
     )
     parser.add_argument("--rounds", type=int, default=3, help="A/B rounds for the CLI and floors")
     parser.add_argument("--samples", type=int, default=12, help="single-client requests per server")
@@ -203,7 +205,7 @@ def main() -> int:
     parser.add_argument("--stage-rounds", type=int, default=5, help="interleaved rounds of the stage costs")
     args = parser.parse_args()
     if args.quick:
-        args.rounds, args.samples, args.soak, args.stage_rounds = 2, 6, 24, 3
+        args.rounds, args.samples, args.soak, args.stage_rounds = 2, 6, 16, 3
     if args.stages_only:
         from scripts import bench_stages
 
@@ -221,7 +223,8 @@ def main() -> int:
 
     for round_index in range(args.rounds):  # A B A B: drift on a shared machine hits both sides
         log(f"round {round_index + 1}/{args.rounds}")
-        results["floor_ort"].append(floor_seconds("onnxruntime", photos))
+        if round_index == 0 or not args.quick:  # --quick: the slow onnxruntime floor once (bf16 CPUs: never the fastest)
+            results["floor_ort"].append(floor_seconds("onnxruntime", photos))
         wall, rss = timed_process(
             [sys.executable, "-m", "bgremove", "remove", str(work / "photos"), "-o", str(work / f"ours-{round_index}")]
         )
@@ -266,7 +269,7 @@ def main() -> int:
     throughput: dict[str, list[float]] = {s.name: [] for s in servers}
     try:
         for server in servers:  # warm-up: one pass over the photos (rembg s loads its model on the first request)
-            for path in photos:
+            for path in photos if server is ours or not args.quick else photos[:2]:  # ours: all, for the RSS baseline
                 post(server, path.read_bytes(), path.name)
         rss_warm = ours.rss_mib()
         for _ in range(args.samples):
@@ -276,7 +279,7 @@ def main() -> int:
                 failures[server.name] += not ok
         for _ in range(max(1, args.rounds - 1)):
             for server in servers:
-                jobs = [(p.read_bytes(), p.name) for p in photos] * 2  # 16 requests by 4 clients
+                jobs = [(p.read_bytes(), p.name) for p in photos] * (1 if args.quick else 2)  # 8 or 16 requests, 4 clients
                 started = time.perf_counter()
                 with ThreadPoolExecutor(4) as pool:
                     outcomes = list(pool.map(lambda job, s=server: post(s, *job), jobs))
@@ -305,6 +308,7 @@ def main() -> int:
     worst_mean = max(q[0] for q in quality.values())
     worst_max = max(q[1] for q in quality.values())
     worst_iou = min(q[2] for q in quality.values())
+    median_iou = statistics.median(q[2] for q in quality.values())
     growth = (rss_after - rss_warm) / rss_warm
 
     rows = [
@@ -339,7 +343,7 @@ def main() -> int:
         ),
         (f"server RSS warm / after {args.soak} requests", f"{rss_warm:.0f} / {rss_after:.0f} MiB", f"{growth:+.1%}", "< +5%"),
         ("alpha vs rembg: worst mean / worst max", f"{worst_mean:.3f} / {worst_max:.0f} (of 255)", "", "info"),
-        ("mask IoU vs rembg (alpha >= 50%): worst", f"{worst_iou:.4f}", "", f">= {MIN_IOU}"),
+        ("mask IoU vs rembg (a>=50%): median/worst", f"{median_iou:.4f} / {worst_iou:.4f}", "", f">= {MIN_MEDIAN_IOU}"),
     ]
     checks = {
         "cli_vs_floor": med["ours"] / floor <= 1.10,
@@ -349,7 +353,7 @@ def main() -> int:
         "no_failures": failures["ours"] == 0,
         "cli_rss": med["ours_rss"] < med["rembg_rss"],
         "server_rss_growth": growth < 0.05,
-        "same_subject_as_rembg": worst_iou >= MIN_IOU,
+        "same_subject_as_rembg": median_iou >= MIN_MEDIAN_IOU,
         **{f"stages_{name}": ok for name, ok in stage_report["checks"].items()},
     }
     print(

@@ -1,6 +1,6 @@
 """What the pipeline's stages cost on one 12 MP photo: the previous release's path against the new one, option by option.
 
-    python scripts/bench_stages.py              # 5 interleaved rounds (about 4 minutes on 2 cores)
+    python scripts/bench_stages.py              # 5 interleaved rounds (about 5 minutes on 2 cores)
     python scripts/bench_stages.py --rounds 3   # a quicker look
     python scripts/bench.py --stages-only       # the same, from the main benchmark
 
@@ -204,7 +204,9 @@ def measure(rounds: int) -> dict[str, Any]:
     configs = configurations()
     runs: dict[str, list[tuple[dict[str, float], float, int]]] = {c.name: [] for c in configs}
     log(f"stages: warm-up, then {rounds} rounds of {len(configs)} configurations on a {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} JPEG")
-    for config in configs:  # warm-up: model load, first-inference compilation, lazy imports (scipy, cv2 paths)
+    # Warm-up: model load and first-inference compilation, the common compose/encode paths. Other first-call costs
+    # (a lazy import, an encoder's set-up) land in one round at most, and the median drops them.
+    for config in configs[:5]:
         runner.run(config)
     started = time.perf_counter()
     for round_index in range(rounds):
@@ -224,7 +226,8 @@ def summarise(
     load_after: str,
 ) -> dict[str, Any]:
     forward = statistics.median(total for _, total, _ in runs[configs[0].name])
-    shared_mask = statistics.median(stages["mask"] for c in configs if c.kind != "forward" for stages, _, _ in runs[c.name])
+    masks = [stages["mask"] for c in configs if c.kind != "forward" for stages, _, _ in runs[c.name]]
+    shared_mask = statistics.median(masks)
     rows: dict[str, dict[str, Any]] = {}
     for config in configs:
         samples = runs[config.name]
@@ -236,6 +239,11 @@ def summarise(
             "total": statistics.median(total for _, total, _ in samples),
             "totals": [total for _, total, _ in samples],
             "estimate": forward if config.kind == "forward" else shared_mask + own,
+            # Best of N: interference from other processes only ever adds time, so the fastest run is a second,
+            # noise-resistant view of the intrinsic cost (printed next to the targets as a cross-check).
+            "best": min(total for _, total, _ in samples)
+            if config.kind == "forward"
+            else min(masks) + min(total - st.get("mask", 0.0) for st, total, _ in samples),
             "bytes": samples[-1][2],
         }
     today = rows["(a) today"]
@@ -246,6 +254,9 @@ def summarise(
         row["vs_default"] = row["estimate"] / default["estimate"]
         row["vs_forward"] = row["estimate"] / forward
         row["raw_vs_today"] = statistics.median(t / a for t, a in zip(row["totals"], today["totals"], strict=True))
+    for row in rows.values():
+        row["best_vs_today"] = row["best"] / today["best"]
+        row["best_vs_default"] = row["best"] / default["best"]
     checks = {
         "default_vs_today": default["vs_today"] <= TARGET_DEFAULT_VS_TODAY,
         "all_options_vs_default": everything["vs_default"] <= TARGET_ALL_VS_DEFAULT,
@@ -296,6 +307,10 @@ def render(report: dict[str, Any]) -> str:
         f"(raw {statistics.median(e / d for e, d in zip(everything['totals'], default['totals'], strict=True)):.3f}) "
         f"<= {TARGET_ALL_VS_DEFAULT:.2f}: {'PASS' if checks['all_options_vs_default'] else 'FAIL'}",
     ]
+    lines.append(
+        f"cross-check, best of {report['rounds']} (fastest runs): default vs today {default['best_vs_today']:.3f}, "
+        f"every option vs default {everything['best_vs_default']:.3f}"
+    )
     return "\n".join(lines)
 
 

@@ -61,8 +61,13 @@ def photo_backgrounds() -> list[np.ndarray]:
     subject, and the benchmark would measure segmentation instead of edges)."""
     motorcycle_left = data.stereo_motorcycle()[0]
     return [
-        data.rocket(), motorcycle_left[:, 450:], data.hubble_deep_field(), data.immunohistochemistry(),
-        data.coffee()[:, 430:], as_rgb(data.camera())[:200], motorcycle_left[:200, :450],
+        data.rocket(),
+        motorcycle_left[:, 450:],
+        data.hubble_deep_field(),
+        data.immunohistochemistry(),
+        data.coffee()[:, 430:],
+        as_rgb(data.camera())[:200],
+        motorcycle_left[:200, :450],
     ]
 
 
@@ -138,8 +143,13 @@ def ellipse(size: tuple[int, int], centre: tuple[float, float], axes: tuple[floa
 
 
 def strands(
-    base: np.ndarray, rng: np.random.Generator, count: int, length: tuple[float, float], width: tuple[float, float],
-    where: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None, spread: float = 0.45,
+    base: np.ndarray,
+    rng: np.random.Generator,
+    count: int,
+    length: tuple[float, float],
+    width: tuple[float, float],
+    where: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    spread: float = 0.45,
 ) -> np.ndarray:
     """Curved hairs growing outward from the outline of `base`, drawn at 4x and area-downsampled."""
     h, w = base.shape
@@ -210,6 +220,7 @@ def portrait(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     neck = ellipse(size, (cx, h * 0.66), (w * 0.07, h * 0.12), 1.5)
     body = np.maximum(np.maximum(head, shoulders), neck)
     top = h * 0.5
+
     def upper(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         return ys < top
 
@@ -242,7 +253,9 @@ def branches(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
         x, y, angle, length, width, depth = stack.pop()
         x1, y1 = x + math.cos(angle) * length, y + math.sin(angle) * length
         draw.line([(x * SUPER, y * SUPER), (x1 * SUPER, y1 * SUPER)], fill=255, width=max(1, round(width * SUPER)))
-        draw.ellipse([(x1 - width / 2) * SUPER, (y1 - width / 2) * SUPER, (x1 + width / 2) * SUPER, (y1 + width / 2) * SUPER], fill=255)
+        draw.ellipse(
+            [(x1 - width / 2) * SUPER, (y1 - width / 2) * SUPER, (x1 + width / 2) * SUPER, (y1 + width / 2) * SUPER], fill=255
+        )
         if depth < 7:
             for _ in range(int(rng.integers(2, 4))):
                 stack.append((x1, y1, angle + rng.normal(0, 0.45), length * rng.uniform(0.6, 0.78), width * 0.62, depth + 1))
@@ -250,8 +263,14 @@ def branches(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
 
 
 SHAPES: list[tuple[str, Callable[[tuple[int, int], np.random.Generator], np.ndarray]]] = [
-    ("fur", furry_animal), ("pompom", pompom), ("portrait", portrait), ("defocus", defocused),
-    ("text", text), ("branches", branches), ("fur", furry_animal), ("portrait", portrait),
+    ("fur", furry_animal),
+    ("pompom", pompom),
+    ("portrait", portrait),
+    ("defocus", defocused),
+    ("text", text),
+    ("branches", branches),
+    ("fur", furry_animal),
+    ("portrait", portrait),
 ]
 BACKGROUNDS = ["photo", "white", "photo", "black", "texture", "photo", "white", "photo"]
 

@@ -4,6 +4,8 @@
     python scripts/quality.py                           # rembg vs today vs new, markdown table
     python scripts/quality.py --limit 8 --methods today,new,new-norefine
     python scripts/quality.py --time-12mp               # cost of each edge step on a 4000x3000 photo
+    python scripts/quality.py --sweep                   # how edges.py's constants were chosen
+    python scripts/quality.py --confidence              # subject_confidence: photos with / without a subject
 
 Reads DIR/image/*.png|jpg, DIR/alpha/*.png (true alpha) and, when present, DIR/fg/* (true foreground colour;
 without it the composite error is skipped). Methods, all on the same model (isnet-general-use):
@@ -30,6 +32,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -149,7 +152,7 @@ class Methods:
         rgba = self.cache.rembg(rgb, run)
         return rgba[..., 3].astype(np.float32) / 255.0, rgba[..., :3]
 
-    def run(self, name: str, rgb: np.ndarray, **options: object) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, name: str, rgb: np.ndarray, **options: Any) -> tuple[np.ndarray, np.ndarray]:
         if name == "rembg":
             return self.rembg(rgb)
         raw = self.raw(rgb)
@@ -160,7 +163,7 @@ class Methods:
             alpha = today_alpha(raw, size)
             return alpha, edges.estimate_foreground(rgb, alpha)
         refine = name != "new-norefine"
-        alpha = edges.full_resolution_alpha(minmax(raw), rgb, refine=refine, **options)  # type: ignore[arg-type]
+        alpha = edges.full_resolution_alpha(minmax(raw), rgb, refine=refine, **options)
         if name == "new-alpha":
             return alpha, rgb
         return alpha, edges.estimate_foreground(rgb, alpha)
@@ -252,22 +255,132 @@ def benchmark(args: argparse.Namespace) -> None:
 
 
 def sweep(args: argparse.Namespace) -> None:
-    """Try snap thresholds and guided-filter settings on the set (development aid for the constants in edges.py)."""
+    """Try the snap thresholds, the core fill and guided-filter settings on the set: how edges.py's constants
+    were chosen. Each row changes one thing from the defaults."""
     items = load_set(args.data, args.limit)
     methods = Methods(Cache(args.cache, args.engine or MODEL_NAME), load_engine(args.engine) if args.engine else None)
-    settings: list[tuple[str, dict[str, object]]] = [("today", {})]
-    for low, high in [(0.0, 1.0), (0.01, 0.99), (0.03, 0.97), (0.05, 0.95), (0.1, 0.9)]:
-        settings.append((f"new-norefine snap={low}/{high}", {"method": "new-norefine", "snap": (low, high)}))
-    for radius in (1, 2, 4, 8):
-        for eps in (1e-4, 1e-3, 1e-2):
-            settings.append((f"new r={radius} eps={eps:g}", {"method": "new", "radius": radius, "eps": eps}))
+    settings: list[tuple[str, str, dict[str, Any]]] = [("today", "today", {}), ("new (defaults)", "new", {})]
+    settings.append(("new, refine=False", "new-norefine", {}))
+    for low, high in [(0.0, 1.0), (0.01, 0.99), (0.05, 0.95), (0.1, 0.9)]:
+        settings.append((f"new, snap={low}/{high}", "new", {"snap": (low, high)}))
+    for core in (0, 8, 32):
+        settings.append((f"new, core={core}", "new", {"core": core}))
+    for radius in (2, 4, 16, 24):
+        settings.append((f"new, radius={radius}", "new", {"radius": radius}))
+    for eps in (1e-5, 1e-3, 1e-2):
+        settings.append((f"new, eps={eps:g}", "new", {"eps": eps}))
     rows = {}
-    for label, options in settings:
-        method = str(options.pop("method", label))
+    for label, method, options in settings:
         results = [score(*methods.run(method, rgb, **options), true, fg) for _, rgb, true, fg in items]
         rows[label] = {k: statistics.fmean(r[k] for r in results) for k in results[0]}
         log(label)
     print(table(rows, "today"))
+
+
+# ---------------------------------------------------------------- subject confidence calibration
+def _rgb(array: np.ndarray) -> np.ndarray:
+    if array.dtype == bool:
+        array = np.where(array, 255, 0).astype(np.uint8)
+    if array.ndim == 2:
+        array = np.stack([array] * 3, axis=-1)
+    if array.shape[2] == 4:  # the logo: flatten onto white
+        alpha = array[..., 3:4] / 255.0
+        array = (array[..., :3] * alpha + 255 * (1 - alpha)).astype(np.uint8)
+    return np.ascontiguousarray(array)
+
+
+def _blank(seed: int, level: float, noise: float, slope: float = 0.0) -> np.ndarray:
+    """A scanned blank page: a level, an optional gradient, blotchy paper and sensor noise."""
+    rng = np.random.default_rng(seed)
+    h, w = 900, 1200
+    image = np.full((h, w, 1), level, np.float64) + np.linspace(-slope, slope, w)[None, :, None]
+    blotches = cv2.resize(rng.normal(0, 1, (h // 30, w // 30)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    image = image + blotches[..., None] * noise * 2 + rng.normal(0, noise, (h, w, 1))
+    return np.clip(image, 0, 255).astype(np.uint8).repeat(3, axis=2)
+
+
+def _gradient(start: tuple[int, int, int], end: tuple[int, int, int], vertical: bool = False) -> np.ndarray:
+    t = np.linspace(0, 1, 800 if vertical else 1000)
+    t = t[:, None, None] if vertical else t[None, :, None]
+    ramp = np.asarray(start)[None, None] * (1 - t) + np.asarray(end)[None, None] * t
+    return np.broadcast_to(ramp, (800, 1000, 3)).astype(np.uint8).copy()
+
+
+def confidence_sets() -> dict[str, dict[str, np.ndarray]]:
+    """The photos edges.py's confidence constants were calibrated on: with a subject, without, and ambiguous."""
+    from skimage import data
+
+    astronaut, coffee, chelsea, camera, brick = data.astronaut(), data.coffee(), data.chelsea(), data.camera(), data.brick()
+    motorcycle = data.stereo_motorcycle()[0]
+    yy, xx = np.indices((600, 800))
+    return {
+        "subject": {
+            "astronaut": astronaut,
+            "coffee": coffee,
+            "chelsea": chelsea,
+            "rocket": data.rocket(),
+            "camera": _rgb(camera),
+            "horse": _rgb(~data.horse()),
+            "horse-dark": _rgb(data.horse()),
+            "motorcycle": motorcycle,
+            "clock": _rgb(data.clock()),
+            "logo": _rgb(data.logo()),
+            "colorwheel": data.colorwheel(),
+            "coffee-cup": np.ascontiguousarray(coffee[0:300, 150:500]),
+            "astronaut-face": np.ascontiguousarray(astronaut[0:300, 100:400]),
+        },
+        "none": {
+            "brick": _rgb(brick),
+            "brick-2x": _rgb(brick[0:256, 0:256]),
+            "brick-4x": _rgb(brick[100:228, 100:228]),
+            "brick-rotated": _rgb(np.rot90(brick)),
+            "grass": _rgb(data.grass()),
+            "grass-zoom": _rgb(data.grass()[0:200, 0:300]),
+            "gravel": _rgb(data.gravel()),
+            "sky-camera": _rgb(camera[0:90, 270:512]),
+            "wood-coffee": _rgb(coffee[:, 545:600]),
+            "wall-chelsea": _rgb(chelsea[150:300, 405:451]),
+            "sky-rocket": _rgb(data.rocket()[0:110, 360:560]),
+            "floor-motorcycle": _rgb(motorcycle[440:500, 0:300]),
+            "wall-astronaut": _rgb(astronaut[0:90, 315:385]),
+            "checkerboard": _rgb(data.checkerboard()),
+            "stripes": _rgb((((xx + yy) // 20) % 2 * 200 + 30).astype(np.uint8)),
+            "noise": np.random.default_rng(5).integers(0, 256, (600, 800, 3)).astype(np.uint8),
+            "blank-white": _blank(1, 245, 2.0),
+            "blank-grey": _blank(2, 180, 3.0),
+            "blank-paper": _blank(3, 235, 5.0, 8),
+            "blank-dark": _blank(4, 20, 2.0),
+            "gradient-grey": _gradient((0, 0, 0), (255, 255, 255)),
+            "gradient-sky": _gradient((20, 60, 160), (180, 210, 250), vertical=True),
+            "gradient-warm": _gradient((250, 200, 120), (200, 80, 40)),
+        },
+        "ambiguous": {
+            "hubble": data.hubble_deep_field(),
+            "moon": _rgb(data.moon()),
+            "moon-crop": _rgb(data.moon()[200:400, 100:400]),
+            "page": _rgb(data.page()),
+            "text": _rgb(data.text()),
+            "coins": _rgb(data.coins()),
+            "cell": _rgb(data.cell()),
+            "immunohistochemistry": data.immunohistochemistry(),
+        },
+    }
+
+
+def confidence(args: argparse.Namespace) -> None:
+    """Score edges.subject_confidence on the calibration photos; prints each group's separation."""
+    methods = Methods(Cache(args.cache, args.engine or MODEL_NAME), load_engine(args.engine) if args.engine else None)
+    print("| group | photo | confidence | found |\n|---|---|---|---|")
+    summary = []
+    for group, photos in confidence_sets().items():
+        scores = []
+        for name, rgb in photos.items():
+            value, found = edges.subject_confidence(methods.raw(np.ascontiguousarray(rgb[..., :3])))
+            scores.append((value, found))
+            print(f"| {group} | {name} | {value:.3f} | {found} |")
+        values = [v for v, _ in scores]
+        summary.append(f"{group}: min {min(values):.3f}, max {max(values):.3f}, found {sum(f for _, f in scores)}/{len(scores)}")
+    print("\n" + "\n".join(summary))
 
 
 # ---------------------------------------------------------------- cost at 12 MP
@@ -279,26 +392,27 @@ def time_12mp(args: argparse.Namespace) -> None:
     engine(rgb)  # warm-up
     timings: dict[str, list[float]] = {}
 
-    def clock(label: str, function: Callable[[], object]) -> object:
+    def clock(label: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
-        value = function()
+        value = function(*args, **kwargs)
         timings.setdefault(label, []).append(time.perf_counter() - started)
         return value
 
+    def assemble(colour: np.ndarray, alpha8: np.ndarray) -> np.ndarray:
+        return np.dstack([colour, alpha8])
+
+    size = (rgb.shape[1], rgb.shape[0])
+    band = 0.0
     for _ in range(args.rounds):
-        raw = clock("model forward (incl. 1024 resize)", lambda: engine(rgb))
-        assert isinstance(raw, np.ndarray)
-        clock("subject_confidence", lambda: edges.subject_confidence(raw))
+        raw = clock("model forward (incl. 1024 resize)", engine, rgb)
+        clock("subject_confidence", edges.subject_confidence, raw)
         mask = minmax(raw)
-        today = clock("today: uint8 + LANCZOS resize", lambda: today_alpha(raw, (rgb.shape[1], rgb.shape[0])))
-        assert isinstance(today, np.ndarray)
-        clock("today: RGBA assembly", lambda: np.dstack([rgb, (today * 255).astype(np.uint8)]))
-        alpha = clock("full_resolution_alpha(refine=True)", lambda: edges.full_resolution_alpha(mask, rgb, refine=True))
-        clock("full_resolution_alpha(refine=False)", lambda: edges.full_resolution_alpha(mask, rgb, refine=False))
-        assert isinstance(alpha, np.ndarray)
-        fore = clock("estimate_foreground", lambda: edges.estimate_foreground(rgb, alpha))
-        assert isinstance(fore, np.ndarray)
-        clock("new: alpha to uint8 + RGBA assembly", lambda: np.dstack([fore, np.rint(alpha * 255).astype(np.uint8)]))
+        today = clock("today: uint8 + LANCZOS resize", today_alpha, raw, size)
+        clock("today: RGBA assembly", assemble, rgb, (today * 255).astype(np.uint8))
+        alpha = clock("full_resolution_alpha(refine=True)", edges.full_resolution_alpha, mask, rgb, refine=True)
+        clock("full_resolution_alpha(refine=False)", edges.full_resolution_alpha, mask, rgb, refine=False)
+        fore = clock("estimate_foreground", edges.estimate_foreground, rgb, alpha)
+        clock("new: alpha_to_uint8 + RGBA assembly", lambda f=fore, a=alpha: assemble(f, edges.alpha_to_uint8(a)))
         band = float(((alpha > 0) & (alpha < 1)).mean())
     best = {label: min(values) for label, values in timings.items()}
     forward = best["model forward (incl. 1024 resize)"]
@@ -307,12 +421,19 @@ def time_12mp(args: argparse.Namespace) -> None:
     for label, seconds in best.items():
         print(f"| {label} | {seconds:.3f} | {seconds / forward * 100:.1f}% |")
     today_total = forward + best["today: uint8 + LANCZOS resize"] + best["today: RGBA assembly"]
-    new_total = (forward + best["subject_confidence"] + best["full_resolution_alpha(refine=True)"]
-                 + best["estimate_foreground"] + best["new: alpha to uint8 + RGBA assembly"])
+    new_total = (
+        forward
+        + best["subject_confidence"]
+        + best["full_resolution_alpha(refine=True)"]
+        + best["estimate_foreground"]
+        + best["new: alpha_to_uint8 + RGBA assembly"]
+    )
     new_plain = new_total - best["full_resolution_alpha(refine=True)"] + best["full_resolution_alpha(refine=False)"]
-    print(f"\ntoday (forward + post): {today_total:.3f} s; new default (refine=True): {new_total:.3f} s "
-          f"({(new_total / today_total - 1) * 100:+.1f}%); new without refine: {new_plain:.3f} s "
-          f"({(new_plain / today_total - 1) * 100:+.1f}%)")
+    print(
+        f"\ntoday (forward + post): {today_total:.3f} s; new default (refine=True): {new_total:.3f} s "
+        f"({(new_total / today_total - 1) * 100:+.1f}%); new without refine: {new_plain:.3f} s "
+        f"({(new_plain / today_total - 1) * 100:+.1f}%)"
+    )
 
 
 def main() -> None:
@@ -325,10 +446,13 @@ def main() -> None:
     parser.add_argument("--per-image", action="store_true", help="print every image's scores too")
     parser.add_argument("--sweep", action="store_true", help="try snap thresholds and guided-filter settings")
     parser.add_argument("--time-12mp", action="store_true", help="time each edge step on a 4000x3000 photo")
+    parser.add_argument("--confidence", action="store_true", help="subject_confidence on photos with and without a subject")
     parser.add_argument("--rounds", type=int, default=3, help="rounds for --time-12mp")
     args = parser.parse_args()
     if args.time_12mp:
         time_12mp(args)
+    elif args.confidence:
+        confidence(args)
     elif args.sweep:
         sweep(args)
     else:

@@ -5,7 +5,8 @@
 
 Serves the app in this process (settings from the environment, so the default isnet-general-use model; it must be
 on disk: `python -m bgremove models pull`), drives Debian's Chromium headless through a cut-out of
-assets/example-astronaut.jpg and a batch of every assets/example-*.jpg, and saves full-page screenshots.
+assets/example-astronaut.jpg and a batch of every assets/example-*.jpg, and saves full-page screenshots. The batch
+is a durable job in DATA_DIR (default ~/.bgremove; set DATA_DIR=/tmp/somewhere to keep it out of your home).
 """
 
 from __future__ import annotations
@@ -96,8 +97,10 @@ def batch(page: Page, url: str, target: Path) -> None:
     for photo in photos:
         expect(page.locator("#batch-files")).to_contain_text(photo.stem)
     page.locator("#batch-run").click()
-    # The summary ("Done: all 4 completed.", "Partly done: ...", "Failed: ..."), not the progress ("2 of 4 done").
+    # The batch runs as a job the page polls: wait for its summary ("Done: all 4 completed.", "Partly done: ...",
+    # "Failed: ..."), not the progress ("Processing: 2 of 4 done."), and for Download All to be offered.
     expect(page.locator("#batch-status")).to_contain_text(re.compile("completed|could be processed"), timeout=TIMEOUT_MS)
+    expect(page.locator("#batch-download-zip")).to_be_enabled(timeout=TIMEOUT_MS)
     wait_images(page, "#batch-gallery", len(photos))
     page.screenshot(path=target, full_page=True)
 

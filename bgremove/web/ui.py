@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from gradio.components import Component
 
 from bgremove.batch.jobs import JobRunner
 from bgremove.core.errors import BgRemoveError
@@ -29,7 +30,18 @@ from bgremove.web.ui_files import remove_work_files, start_sweeper, sweep_expire
 from bgremove.web.ui_handlers import TABLE_HEADERS, BatchView, UiHandlers, failure, shielded
 from bgremove.web.ui_models import footer, model_choices, model_info
 
-__all__ = ["CSS", "LOGIN_MESSAGE", "KeyLogins", "build_ui", "remove_work_files", "start_sweeper", "sweep_expired", "ui_login"]
+__all__ = [
+    "CSS",
+    "LOGIN_MESSAGE",
+    "KeyLogins",
+    "LoginRequired",
+    "build_ui",
+    "job_owner",
+    "remove_work_files",
+    "start_sweeper",
+    "sweep_expired",
+    "ui_login",
+]
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 EXAMPLES = [str(p) for p in sorted(ASSETS.glob("example-*.jpg"))]
@@ -143,7 +155,8 @@ def build_ui(settings: Settings, cache: SessionCache, jobs: JobRunner | None = N
         )
         # The last batch job of this browser, so that a reload finds it even without ?job= in the address. Outside
         # the tabs: a BrowserState inside an unopened tab is not read before the page's load event. The secret is
-        # derived from DATA_DIR's store, so the value still decrypts after a restart (the jobs survive one too).
+        # derived from DATA_DIR's store, so the value still decrypts after a restart (the jobs survive one too); it is
+        # sent to the browser, and as an HMAC under the store's salt it reveals nothing of the salt or of any owner.
         saved_job = gr.BrowserState("", storage_key=BROWSER_KEY, secret=runner.store.owner_of(BROWSER_KEY))
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("Single image", id="single"):
@@ -196,7 +209,10 @@ def build_ui(settings: Settings, cache: SessionCache, jobs: JobRunner | None = N
                 # The attached job's id: a hidden textbox rather than gr.State, because the address bar is set
                 # from it in the browser (gr.State never reaches the browser).
                 job_box = gr.Textbox("", visible=False, elem_id="batch-job-id")
-                seen = gr.State("")  # the signature of the view on screen: a poll that finds the same draws nothing
+                # The signature of the view on screen: a poll that finds the same draws nothing. Not a gr.State: any
+                # State makes Gradio hold a heartbeat stream open per page and per gradio_client, which delays a
+                # server's shutdown by its graceful timeout.
+                seen = gr.Textbox("", visible=False, elem_id="batch-seen")
                 poll_timer = gr.Timer(POLL_SECONDS, active=False)
         page_footer = gr.Markdown(footer(cache), elem_id="footer")
         add_api_endpoints(settings, cache, POOL)
@@ -214,46 +230,77 @@ def build_ui(settings: Settings, cache: SessionCache, jobs: JobRunner | None = N
             saved_job,
         ]
 
+        def show(view: BatchView | None) -> dict[Component, Any]:
+            """A BatchView as updates of the batch outputs (a field left None, or no view at all, changes nothing)."""
+            if view is None:
+                return {seen: gr.skip()}  # Gradio reads an empty dict as one value, not as "no updates"
+            nothing = gr.update(value=None, interactive=False)
+            updates: dict[Component, Any] = {
+                zip_button: gr.update(value=view.zip_path, interactive=True) if view.zip_path else nothing,
+                json_button: gr.update(value=view.json_path, interactive=True) if view.json_path else nothing,
+                batch_status: view.status,
+                job_box: view.job_id,
+                seen: view.signature,
+                saved_job: view.job_id,
+            }
+            if view.rows is not None:
+                updates[table] = view.rows
+            if view.gallery is not None:
+                updates[gallery] = gr.update(value=view.gallery, visible=bool(view.gallery))
+            if view.active is not None:
+                updates[cancel_button] = gr.update(interactive=view.active)
+                updates[poll_timer] = gr.Timer(active=view.active)
+            return updates
+
         def owner(request: gr.Request | None) -> str:
             # demo.auth is what mount_gradio_app was given as `auth` (ui_login's KeyLogins when API_KEYS is set).
             return job_owner(settings, runner, demo.auth, request.username if request is not None else None)
 
-        def submit(file_list: Any, folder_list: Any, *values: Any, request: gr.Request) -> tuple[Any, ...]:
+        def unknown_login(job_id: str, exc: BgRemoveError) -> dict[Component, Any]:
+            """The job stays attached (in the address too) for when the page is logged in again; polling stops."""
+            return show(BatchView(job_id=job_id, status=failure(exc), active=False))
+
+        def submit(request: gr.Request, file_list: Any, folder_list: Any, *values: Any) -> dict[Component, Any]:
+            # `request` first: Gradio fills a gr.Request parameter by position, not after *values.
             try:
                 who = owner(request)
             except BgRemoveError as exc:
                 return show(BatchView.message(failure(exc)))
             return show(handlers.submit(batch, (file_list, folder_list), values, who))
 
-        def poll(job_id: str, signature: str, request: gr.Request) -> tuple[Any, ...]:
-            if not job_id:
-                return show(BatchView(job_id="", status="", active=False))
+        def poll(job_id: str, signature: str, request: gr.Request) -> dict[Component, Any]:
+            if not job_id:  # nothing attached: stop polling, leave the page as it is
+                return {poll_timer: gr.Timer(active=False)}
             try:
                 return show(handlers.poll(job_id, owner(request), signature))
             except BgRemoveError as exc:
-                return show(BatchView.message(failure(exc)))
+                return unknown_login(job_id, exc)
 
-        def cancel(job_id: str, request: gr.Request) -> tuple[Any, ...]:
+        def cancel(job_id: str, request: gr.Request) -> dict[Component, Any]:
             try:
                 return show(handlers.cancel(job_id, owner(request)))
             except BgRemoveError as exc:
-                return show(BatchView(job_id=job_id, status=failure(exc), active=None))
+                return unknown_login(job_id, exc)
 
-        def reattach(stored: str | None, request: gr.Request) -> tuple[Any, ...]:
+        def reattach(stored: str | None, request: gr.Request) -> dict[Component, Any]:
             """On page load: the job in the address (?job=ID), else this browser's last one, as it stands now."""
             from_url = str(request.query_params.get("job") or "").strip()
             job_id = from_url or str(stored or "").strip()
             if not job_id:
-                return (*show(None), gr.skip())
+                return show(None)
             try:
                 view = handlers.view(job_id, owner(request))
             except BgRemoveError as exc:
-                view = BatchView.message(failure(exc))
-            if not view.job_id and not from_url:  # this browser's last job is gone (retention, another login)
-                view = BatchView.message("")
-            return (*show(view), gr.Tabs(selected="batch") if from_url or view.active else gr.skip())
+                return {**unknown_login(job_id, exc), tabs: gr.Tabs(selected="batch")}
+            if not view.job_id and not from_url:  # this browser's last job is gone (retention, another login): quietly
+                return show(BatchView.message(""))
+            # The Batch tab opens on whatever job was found (the address keeps its id, so every reload agrees).
+            return {**show(view), tabs: gr.Tabs(selected="batch")}
 
-        run_batch_button.click(lambda: "Uploading...", outputs=batch_status, **quick).then(
+        # Polling stops while uploading: a poll of the previous job answering late must not reattach it.
+        run_batch_button.click(
+            lambda: ("Uploading...", gr.Timer(active=False)), outputs=[batch_status, poll_timer], **quick
+        ).then(
             submit,
             inputs=[files, folder, *batch.inputs],
             outputs=batch_outputs,
@@ -285,25 +332,6 @@ def build_ui(settings: Settings, cache: SessionCache, jobs: JobRunner | None = N
     demo.queue(max_size=settings.max_queue_size, default_concurrency_limit=settings.max_concurrent_inferences)
     blocks: gr.Blocks = demo
     return blocks
-
-
-def show(view: BatchView | None) -> tuple[Any, ...]:
-    """A BatchView as the batch outputs' updates (see `batch_outputs`); None (nothing changed) touches nothing."""
-    if view is None:
-        return tuple(gr.skip() for _ in range(10))
-    nothing = gr.update(value=None, interactive=False)
-    return (
-        view.rows if view.rows is not None else gr.skip(),
-        gr.update(value=view.gallery, visible=bool(view.gallery)) if view.gallery is not None else gr.skip(),
-        gr.update(value=view.zip_path, interactive=True) if view.zip_path else nothing,
-        gr.update(value=view.json_path, interactive=True) if view.json_path else nothing,
-        view.status,
-        gr.update(interactive=bool(view.active)) if view.active is not None else gr.skip(),
-        gr.Timer(active=bool(view.active)) if view.active is not None else gr.skip(),
-        view.job_id,
-        view.signature,
-        view.job_id,
-    )
 
 
 def option_panel(prefix: str, settings: Settings) -> ControlSet:

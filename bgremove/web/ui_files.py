@@ -13,7 +13,9 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO, TypeVar
 
 import gradio as gr
 
@@ -21,6 +23,7 @@ from bgremove.core.errors import StorageFull
 from bgremove.core.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # One folder per process: shutting one server down (or a test's app) never deletes another's results.
 WORK_ROOT = Path(tempfile.gettempdir()) / "bgremove-ui" / str(os.getpid())
@@ -49,19 +52,29 @@ def job_view_dir(job_id: str) -> Path:
 
 
 def save(data: bytes, folder: Path, name: str) -> Path:
-    """`data` as `folder/name`, written to a temp file and renamed: a failed write leaves no partial file to hand
-    out, and a page polling the same job from two tabs never reads a half-written preview."""
+    """`data` as `folder/name` (see `save_with`)."""
+    return save_with(folder, name, lambda handle: handle.write(data))[0]
+
+
+def save_with(folder: Path, name: str, write: Callable[[IO[bytes]], T]) -> tuple[Path, T]:
+    """`write(handle)` into a temp file, renamed to `folder/name` once whole: a failed write leaves no partial
+    file to hand out, and a page polling the same job from two tabs never reads a half-written file.
+    Returns the path and what `write` returned (a job's zip is streamed to disk this way, never held in memory)."""
     target = folder / name
     partial = target.with_name(f".{target.name}.{threading.get_ident()}.partial")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial.write_bytes(data)
+        with open(partial, "wb") as handle:
+            answer = write(handle)
         os.replace(partial, target)
     except OSError as exc:
         partial.unlink(missing_ok=True)
         log.error("Cannot write %s: %s", target, exc)
         raise StorageFull(f"The server cannot store the result right now ({exc.strerror}).") from exc
-    return target
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return target, answer
 
 
 def read_limited(path: str | Path, limit: int) -> bytes:

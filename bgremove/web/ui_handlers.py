@@ -37,7 +37,7 @@ from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings
 from bgremove.web.jobs import JOB_ID
 from bgremove.web.ui_controls import ControlSet, payload_name, payload_path
-from bgremove.web.ui_files import job_dir, job_view_dir, read_limited, save
+from bgremove.web.ui_files import job_dir, job_view_dir, read_limited, save, save_with
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -118,7 +118,12 @@ def preview_bytes(result: Result) -> tuple[bytes, str]:
     """What the browser can show of the output: the output itself, or a zip's color.jpg."""
     if result.format != "zip":
         return result.data, result.extension
-    with zipfile.ZipFile(io.BytesIO(result.data)) as archive:
+    return zip_colour_image(result.data)
+
+
+def zip_colour_image(data: bytes) -> tuple[bytes, str]:
+    """The colour image of a format=zip output (color.jpg beside alpha.png) and its extension."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
         name = next((n for n in archive.namelist() if n.lower().endswith(".jpg")), archive.namelist()[0])
         return archive.read(name), PurePath(name).suffix.lstrip(".") or "jpg"
 
@@ -303,18 +308,17 @@ class UiHandlers:
         return shown
 
     def result_files(self, job: Job, folder: Path) -> tuple[Path | None, Path]:
-        """The job's result zip (as GET /api/jobs/{id}/result) and its manifest, rebuilt when the job changed since.
+        """The job's result zip (as GET /api/jobs/{id}/result) and its manifest, built once per state of the job.
 
-        The zip is offered only when a file completed (a zip of nothing but a manifest helps no one).
+        A file the worker was still on when the job was cancelled lands after the cancel and changes `updated`:
+        the next view builds the zip again, with it. The zip is offered only when a file completed.
         """
-        zip_path = folder / f"bgremove-job-{job.id}.zip"
-        json_path = folder / f"bgremove-job-{job.id}.json"
-        fresh = zip_path.exists() and json_path.exists() and zip_path.stat().st_mtime >= job.updated
-        if not fresh:
-            spool = io.BytesIO()
-            manifest = self.jobs.store.write_result(job.id, job.owner, spool)
-            save(_json(manifest), folder, json_path.name)
-            save(spool.getvalue(), folder, zip_path.name)
+        built = folder / f"result-{job.updated:.6f}"
+        zip_path = built / f"bgremove-job-{job.id}.zip"
+        json_path = built / f"bgremove-job-{job.id}.json"
+        if not (zip_path.exists() and json_path.exists()):
+            _, manifest = save_with(built, zip_path.name, lambda handle: self.jobs.store.write_result(job.id, job.owner, handle))
+            save(_json(manifest), built, json_path.name)
         return (zip_path if job.completed else None), json_path
 
 
@@ -384,9 +388,7 @@ def job_summary(job: Job) -> str:
 def thumbnail_png(data: bytes, name: str) -> bytes:
     """A PNG at most THUMBNAIL_SIDE px on its longer side, transparency kept; a zip output shows its color.jpg."""
     if PurePath(name).suffix.lower() == ".zip":
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            inner = next((n for n in archive.namelist() if n.lower().endswith(".jpg")), archive.namelist()[0])
-            data = archive.read(inner)
+        data = zip_colour_image(data)[0]
     with Image.open(io.BytesIO(data)) as image:
         image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
         shown = image if image.mode in ("RGB", "RGBA", "L", "LA") else image.convert("RGBA")

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 import httpx
@@ -108,7 +109,7 @@ def product_photo(size: tuple[int, int] = (320, 240)) -> Image.Image:
     return Image.fromarray(pixels)
 
 
-def write_photo(path: Path, image: Image.Image | None = None, **params: object) -> Path:
+def write_photo(path: Path, image: Image.Image | None = None, **params: Any) -> Path:
     (image or product_photo()).save(path, **params)
     return path
 
