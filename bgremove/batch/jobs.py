@@ -644,8 +644,8 @@ class JobStore:
                 "UPDATE jobs SET status = 'queued', updated = ? WHERE id = ? AND status = 'running'", (time.time(), job_id)
             )
 
-    def cancel_or_delete(self, job_id: str, owner: str) -> Literal["cancelled", "deleted"]:
-        """DELETE's meaning: a queued or running job is cancelled (its finished files stay); any other is deleted."""
+    def cancel(self, job_id: str, owner: str) -> bool:
+        """Cancel a queued or running job (its finished files stay); never deletes. False if it had already ended."""
         self.get(job_id, owner, items=False)
         now = time.time()
         with self._transaction() as db:
@@ -654,7 +654,11 @@ class JobStore:
                 "WHERE id = ? AND status IN ('queued', 'running')",
                 (now, now, job_id),
             ).rowcount
-        if cancelled:
+        return bool(cancelled)
+
+    def cancel_or_delete(self, job_id: str, owner: str) -> Literal["cancelled", "deleted"]:
+        """DELETE's meaning: a queued or running job is cancelled (its finished files stay); any other is deleted."""
+        if self.cancel(job_id, owner):
             return "cancelled"
         self._forget(job_id)
         return "deleted"

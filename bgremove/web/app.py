@@ -106,7 +106,7 @@ def mount_ui(app: FastAPI, settings: Settings, cache: SessionCache) -> None:
 
     gr.mount_gradio_app(
         app,
-        build_ui(settings=settings, cache=cache),
+        build_ui(settings=settings, cache=cache, jobs=app.state.jobs),
         path="/",
         ssr_mode=False,
         css=CSS,

@@ -278,11 +278,7 @@ class UiHandlers:
     def cancel(self, job_id: str, owner: str) -> BatchView:
         """Cancel button: a queued or running job stops after its current file; the files done stay in its zip."""
         try:
-            job = self.jobs.store.get(job_id, owner, items=False)
-            # cancel_or_delete DELETES a finished job: only an active one is passed to it (see the report on a
-            # cancel-only store method, which would close the gap between this check and its update).
-            if job.status not in FINAL_STATUSES:
-                self.jobs.store.cancel_or_delete(job_id, owner)
+            if self.jobs.store.cancel(job_id, owner):  # never deletes: a job that just ended keeps its results
                 self.jobs.notify()
         except Exception as exc:
             return BatchView(job_id=job_id, status=failure(exc), active=None)
