@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from bgremove.core import edges  # noqa: E402
 
 MODEL_NAME = "isnet-general-use"
-REMBG_HOME = Path.home() / ".rembg"
+REMBG_HOME = Path(os.environ.get("U2NET_HOME", Path.home() / ".rembg"))  # rembg's model home
 MODEL_PATH = REMBG_HOME / "models" / MODEL_NAME / f"{MODEL_NAME}.onnx"
 BACKGROUNDS = {"white": (255, 255, 255), "black": (0, 0, 0), "green": (0, 255, 0)}
 METHODS = ["rembg", "today", "new", "new-norefine", "today+fg", "new-alpha"]
@@ -119,7 +119,7 @@ def minmax(raw: np.ndarray) -> np.ndarray:
 
 def today_alpha(raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """What rembg's DisSession and the pipeline do today: uint8 truncation, then LANCZOS to the photo size."""
-    mask = Image.fromarray((minmax(raw) * 255).astype(np.uint8), mode="L").resize(size, Image.Resampling.LANCZOS)
+    mask = Image.fromarray((minmax(raw) * 255).astype(np.uint8)).resize(size, Image.Resampling.LANCZOS)
     return np.asarray(mask, dtype=np.float32) / 255.0
 
 
