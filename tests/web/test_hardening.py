@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -148,6 +149,10 @@ def test_request_ids_in_responses_and_json_logs_and_no_keys_in_logs(module_setti
             )
             client.post("/api/remove", files={"file": ("p.png", photo_png())}, headers={"X-API-Key": "k3y-not-the-right-one"})
             generated = client.get("/api/health").headers["x-request-id"]
+            # uvicorn writes the access line just after the response is sent: wait for it, do not race it
+            deadline = time.monotonic() + 10
+            while f'"{generated}"' not in lines.getvalue() and time.monotonic() < deadline:
+                time.sleep(0.05)
     finally:
         configured[0].setStream(previous)  # type: ignore[attr-defined]
     assert response.headers["x-request-id"] == "trace-42" and len(generated) == 16
