@@ -124,3 +124,4 @@ def configure_logging(level: str, fmt: str = "text") -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+        logger.disabled = False  # a library's dictConfig(disable_existing_loggers=True) may have switched it off

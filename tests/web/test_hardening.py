@@ -151,7 +151,7 @@ def test_request_ids_in_responses_and_json_logs_and_no_keys_in_logs(module_setti
             generated = client.get("/api/health").headers["x-request-id"]
             # uvicorn writes the access line just after the response is sent: wait for it, do not race it
             deadline = time.monotonic() + 10
-            while f'"{generated}"' not in lines.getvalue() and time.monotonic() < deadline:
+            while not (f'"{generated}"' in lines.getvalue() and '"trace-42"' in lines.getvalue()) and time.monotonic() < deadline:
                 time.sleep(0.05)
     finally:
         configured[0].setStream(previous)  # type: ignore[attr-defined]
