@@ -125,3 +125,4 @@ def configure_logging(level: str, fmt: str = "text") -> None:
         logger.handlers[:] = []
         logger.propagate = True
         logger.disabled = False  # a library's dictConfig(disable_existing_loggers=True) may have switched it off
+        logger.setLevel(logging.NOTSET)  # LOG_LEVEL (the root's) governs, whatever an earlier uvicorn.Config set

@@ -159,7 +159,7 @@ def test_request_ids_in_responses_and_json_logs_and_no_keys_in_logs(module_setti
     log = lines.getvalue()
     entries = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     assert entries and all({"time", "level", "logger", "request_id", "message"} <= set(entry) for entry in entries)
-    assert any(entry["request_id"] == "trace-42" and "/api/remove" in entry["message"] for entry in entries)
+    assert any(entry["request_id"] == "trace-42" and "/api/remove" in entry["message"] for entry in entries), log
     assert any(entry["request_id"] == generated and "/api/health" in entry["message"] for entry in entries)
     assert all(key not in log for key in KEYS) and "k3y-not-the-right-one" not in log
 
