@@ -37,7 +37,7 @@ _Pixels = TypeVar("_Pixels", np.uint8, np.float32)
 # (1024 px scale). The model's confidence sags inside big subjects (scikit-image's cat: 40% of the face between
 # 0.9 and 0.97, visibly see-through). With it, the share of a subject (alpha > 0.5) left translucent drops from
 # 49% to 4% (cat), 33% to 9% (cameraman), 94% to 29% (logo); clear subjects stay at 2-7%. Today: 89-100%, the 254.
-# Dev set cost: composite error +1.3%, MAE -0.8% (quality.py --sweep, core=0).
+# Dev set cost: composite error +1.4%, MAE -0.8% (quality.py --sweep, core=0).
 SNAP_LOW = 0.03
 SNAP_HIGH = 0.97
 SNAP_CORE = 16
