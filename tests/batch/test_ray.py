@@ -103,7 +103,8 @@ def local_run(photos: Path, env: dict[str, str], tmp_path_factory: pytest.TempPa
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[str]:
     """One local Ray with 2 CPUs for the module; yields its address for `--address`."""
-    ray = pytest.importorskip("ray")
+    import ray  # requirements-dev installs requirements-ray.txt: CI always has it
+
     from bgremove.batch import ray as ray_engine
 
     environ = dict(os.environ)  # ray.init sets RAY_AUTH_MODE; the CLI subprocess below inherits it to join
@@ -266,7 +267,6 @@ def test_without_ray_the_cli_says_what_to_install(photos: Path, env: dict[str, s
 
 @pytest.mark.slow  # imports Ray in a subprocess
 def test_unreachable_cluster_fails_in_one_line(photos: Path, env: dict[str, str], tmp_path: Path) -> None:
-    pytest.importorskip("ray")
     done = run_cli(
         "remove", str(photos), "-o", str(tmp_path / "out"), "--engine", "ray", "--address", f"127.0.0.1:{free_port()}", env=env
     )

@@ -175,8 +175,7 @@ def test_real_model_finds_the_astronaut_but_not_a_blank_page_or_gravel() -> None
     from bgremove.core.store import find_model_file
 
     path = find_model_file("isnet-general-use", load_settings({"DATA_DIR": "/tmp/bgremove-test-data"}))
-    if path is None:
-        pytest.skip("isnet-general-use is not on disk (python -m bgremove models pull)")
+    assert path is not None, "isnet-general-use is not on disk: run `python -m bgremove models pull` (scripts/test.sh does)"
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

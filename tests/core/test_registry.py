@@ -137,8 +137,9 @@ def test_constant_output_is_all_background():
 def test_real_isnet_matches_rembg(make_settings, monkeypatch):
     """The real isnet-general-use: our masks are rembg's new_session(...).predict within 2/255."""
     home = Path("~/.rembg").expanduser()
-    if not (home / "models" / "isnet-general-use" / "isnet-general-use.onnx").is_file():
-        pytest.skip("isnet-general-use is not in ~/.rembg (python -m bgremove models pull)")
+    assert (home / "models" / "isnet-general-use" / "isnet-general-use.onnx").is_file(), (
+        "isnet-general-use is not in ~/.rembg: run `python -m bgremove models pull` (scripts/test.sh does)"
+    )
     monkeypatch.setenv("REMBG_HOME", str(home))
     monkeypatch.setenv("U2NET_HOME", str(home))
     from rembg import new_session
