@@ -30,7 +30,8 @@ from bgremove.core.settings import load_settings  # noqa: E402  (the checkout's 
 from bgremove.web.app import create_app  # noqa: E402
 
 ASSETS = ROOT / "assets"
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = "/usr/bin/chromium"  # Debian's; launched headless by this script and by tests/ui
+# Without the background-networking flags Chromium keeps trying to reach Google's services on a closed network.
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",

@@ -24,16 +24,6 @@ from bgremove.web.app import create_app
 
 # The real isnet-general-use weights live here; servers whose default is the tiny model may still name it.
 REAL_MODEL_HOME = Path("~/.rembg").expanduser()
-CHROMIUM = "/usr/bin/chromium"  # Debian's; the browser tests launch it headless
-# Without the background-networking flags Chromium keeps trying to reach Google's services on a closed network.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 NOT_AN_IMAGE = b"Shopping list: milk, eggs, bread.\nThis is a text file wearing a .png name.\n"
 
 

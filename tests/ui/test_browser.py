@@ -20,7 +20,8 @@ from skimage import data as skdata
 from bgremove.core.errors import UnsupportedFormat
 from bgremove.core.options import parse_options
 from bgremove.core.pipeline import remove_background
-from tests.ui.conftest import CHROMIUM, CHROMIUM_ARGS, NOT_AN_IMAGE, LiveUi, product_photo, write_photo
+from scripts.screenshots import CHROMIUM, CHROMIUM_ARGS
+from tests.ui.conftest import NOT_AN_IMAGE, LiveUi, product_photo, write_photo
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -29,10 +29,9 @@ from bgremove.core.settings import Settings
 from bgremove.web.ui import KeyLogins, LoginRequired, build_ui, job_owner, option_panel
 from bgremove.web.ui_controls import ControlSet
 from bgremove.web.ui_handlers import BatchView, UiHandlers
+from scripts.screenshots import CHROMIUM, CHROMIUM_ARGS
 from tests.jobs.server import build_app
 from tests.ui.conftest import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     NOT_AN_IMAGE,
     LiveUi,
     product_photo,
