@@ -2,7 +2,7 @@
 # The test command from the README (CI's .ci/run calls it): installs what the tests need, provisions Chromium
 # and the real model, runs the static gates (ruff lint + format check, mypy), then every pytest tier.
 # Extra arguments go to pytest: `bash scripts/test.sh -k api`. The everyday fast tier is
-# `python -m pytest -m "not slow"` (no install, no browser, no real model).
+# `python -m pytest -m "not slow" -n auto` (no install, no browser, no real model).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -251,6 +251,7 @@ def missing_from(modules: set[str], allowed: frozenset[str]) -> set[str]:
     return {m for m in modules if not {canonicalize_name(d) for d in by_module.get(m, [m])} & allowed}
 
 
+@pytest.mark.slow  # a process of its own
 def test_every_import_is_installed_by_requirements_txt():
     """Docker and Spaces install requirements.txt only: what the package loads must come from there."""
     runtime = closure_of("requirements.txt")
@@ -259,6 +260,7 @@ def test_every_import_is_installed_by_requirements_txt():
     assert not missing_from(loaded, runtime), sorted(missing_from(loaded, runtime))
 
 
+@pytest.mark.slow  # a process of its own
 def test_core_dependencies_are_pinned_directly():
     """What bgremove loads is pinned in requirements.txt or is a dependency of a pinned package."""
     by_module = distributions_by_module()

@@ -43,6 +43,7 @@ def assert_cutout(png: bytes, size: tuple[int, int]) -> None:
     assert alpha[size[1] // 2, size[0] // 2] > 200 and alpha[1, 1] < 50
 
 
+@pytest.mark.slow  # a process of its own
 def test_stdin_to_stdout_without_o(env: dict[str, str]) -> None:
     done = run("remove", "-", env=env, stdin=encode(square_photo((90, 60)), "JPEG"))
     stderr = done.stderr.decode()
@@ -51,6 +52,7 @@ def test_stdin_to_stdout_without_o(env: dict[str, str]) -> None:
     assert "1 of 1 images written to stdout" in stderr and "Loaded model" in stderr
 
 
+@pytest.mark.slow  # a process of its own
 def test_one_file_to_stdout_in_the_chosen_format(tmp_path: Path, env: dict[str, str]) -> None:
     (tmp_path / "a.webp").write_bytes(encode(square_photo((50, 70)), "WEBP", lossless=True))
     done = run("remove", str(tmp_path / "a.webp"), "-o", "-", "--bg-color", "#0000ff", "--format", "jpg", env=env, cwd=tmp_path)
@@ -62,6 +64,7 @@ def test_one_file_to_stdout_in_the_chosen_format(tmp_path: Path, env: dict[str, 
     assert not (tmp_path / "-").exists()
 
 
+@pytest.mark.slow  # a process of its own
 def test_stdin_to_a_folder_keeps_the_manifest(tmp_path: Path, env: dict[str, str]) -> None:
     done = run("remove", "-", "-o", str(tmp_path / "out"), "--json", env=env, stdin=encode(square_photo(), "PNG"))
     assert done.returncode == 0, done.stderr.decode()
@@ -71,12 +74,14 @@ def test_stdin_to_a_folder_keeps_the_manifest(tmp_path: Path, env: dict[str, str
     assert json.loads((tmp_path / "out" / "manifest.json").read_text()) == manifest
 
 
+@pytest.mark.slow  # a process of its own
 def test_bad_stdin_fails_on_stderr_with_empty_stdout(env: dict[str, str]) -> None:
     done = run("remove", "-", env=env, stdin=b"this is not an image")
     assert done.returncode == 1 and done.stdout == b""
     assert "FAILED stdin: stdin is not a supported image" in done.stderr.decode()
 
 
+@pytest.mark.slow  # a process of its own
 def test_stdin_over_the_size_limit_is_refused(env: dict[str, str]) -> None:
     noise = np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8)
     big = encode(Image.fromarray(noise), "PNG")
@@ -86,6 +91,7 @@ def test_stdin_over_the_size_limit_is_refused(env: dict[str, str]) -> None:
     assert "FAILED stdin" in done.stderr.decode() and "MAX_IMAGE_SIZE_MB" in done.stderr.decode()
 
 
+@pytest.mark.slow  # a process of its own
 def test_image_bytes_are_not_written_to_a_terminal(tmp_path: Path, env: dict[str, str]) -> None:
     (tmp_path / "a.png").write_bytes(encode(square_photo(), "PNG"))
     main_fd, terminal = pty.openpty()

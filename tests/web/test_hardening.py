@@ -335,6 +335,7 @@ def test_gradio_does_not_fetch_private_urls(with_ui: TestClient) -> None:
     assert "event: error" in stream and "event: complete" not in stream
 
 
+@pytest.mark.slow  # a live server and gradio_client
 def test_gradio_app_requires_login_when_keys_are_set(module_settings: SettingsFactory, tmp_path: Path) -> None:
     from gradio_client import Client, handle_file
 
@@ -377,6 +378,7 @@ def test_gradio_results_are_deleted_after_the_ttl(tmp_path: Path, tiny_model: Pa
 # --- start-up -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a process of its own
 def test_config_error_stops_start_up_with_exit_2_and_hides_keys() -> None:
     done = subprocess.run(
         [sys.executable, "app.py"],
