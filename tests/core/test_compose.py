@@ -20,7 +20,9 @@ from bgremove.core.compose import (
     Composition,
     apply_roi,
     compose,
+    drop_shadow,
     resize_premultiplied,
+    shadow_of,
     stack_vertically,
     subject_box,
 )
@@ -218,6 +220,20 @@ def test_shadow_on_transparent_output_is_semi_transparent_dark_alpha() -> None:
     assert result.foreground == Box(150, 100, 100, 60)  # the metadata is the subject's box, not the shadow's
 
 
+def test_a_shadow_drawn_in_strips_is_the_blurred_alpha_scaled_up_and_moved_down() -> None:
+    import cv2
+
+    rgb, alpha = scene(2000, 1500, Box(400, 100, 900, 1200))  # offset 36 px: blurred at 1/2 resolution
+    shadow = shadow_of(alpha, subject_box(alpha))
+    assert shadow.offset == 36 and shadow.small.shape == (750, 1000)
+    moved = np.zeros((1500, 2000), np.float32)
+    moved[36:] = cv2.resize(shadow.small, (2000, 1500), interpolation=cv2.INTER_LINEAR)[:-36]
+    full = shadow.full()
+    assert np.abs(full - moved).max() < 0.01 and not full[:36].any()
+    strips = np.vstack([shadow.rows(slice(a, b)) for a, b in ((0, 7), (7, 40), (40, 901), (901, 1500))])
+    assert np.abs(strips - full).max() < 1e-3
+
+
 # --- backgrounds, channels, formats -----------------------------------------------------------------------------
 
 
@@ -247,6 +263,66 @@ def test_bg_image_covers_the_canvas_and_is_centred() -> None:
     pixels = np.asarray(result.image).astype(int)
     assert result.opaque and result.image.size == (400, 300)
     assert np.abs(pixels[5, 5] - (0, 255, 0)).max() <= 2 and np.abs(pixels[295, 395] - (0, 255, 0)).max() <= 2
+
+
+def soft_scene() -> tuple[np.ndarray, np.ndarray]:
+    """The coffee photo with a radial alpha: every level from 0 to 1 appears, as on hair and blurred edges."""
+    rgb = np.asarray(Image.fromarray(photos.coffee()).resize((300, 200)))
+    yy, xx = np.mgrid[0:200, 0:300]
+    alpha = np.clip(1.3 - np.hypot((xx - 150) / 90, (yy - 90) / 60), 0, 1).astype(np.float32)
+    return rgb, alpha
+
+
+def coverage(alpha: np.ndarray, shadow: bool) -> np.ndarray:
+    """How much of the backdrop the subject and its shadow hide."""
+    return alpha + drop_shadow(alpha, subject_box(alpha)) * (1 - alpha) if shadow else alpha
+
+
+def float_composite(rgb: np.ndarray, alpha: np.ndarray, shadow: bool, behind: np.ndarray) -> np.ndarray:
+    """The textbook formula in float64: subject over its black shadow over an opaque backdrop."""
+    return rgb * alpha[..., None] + behind * (1 - coverage(alpha, shadow)[..., None].astype(np.float64))
+
+
+@pytest.mark.parametrize("shadow", [False, True])
+@pytest.mark.parametrize("backdrop", ["bg_color", "bg_image", "jpg_white"])
+def test_opaque_backdrops_match_the_float_formula_to_one_level(backdrop: str, shadow: bool) -> None:
+    rgb, alpha = soft_scene()
+    picture = np.asarray(Image.fromarray(photos.astronaut()).resize((300, 200)))
+    behind, background, options = {
+        "bg_color": (np.array([0x33, 0x66, 0x99], float), None, {"bg_color": "336699"}),
+        "bg_image": (picture.astype(float), Image.fromarray(picture), {}),
+        "jpg_white": (np.array([255.0, 255.0, 255.0]), None, {"format": "jpg"}),
+    }[backdrop]
+    result = compose(rgb, alpha, parse_options(add_shadow=shadow, **options), background=background)
+    assert result.opaque and result.image.mode == "RGB"
+    error = np.abs(np.asarray(result.image).astype(float) - float_composite(rgb, alpha, shadow, behind))
+    # alpha and subject+shadow are each rounded to 1/255 (as the PNG alpha is), then the sum: 0.5 + 0.5 + 0.5 at most;
+    # without a shadow both roundings are the same one, so only (rgb - backdrop) x 0.5/255 + 0.5
+    assert error.max() <= (1.5 if shadow else 1.0), error.max()
+    solid, uncovered = alpha == 1, coverage(alpha, shadow) == 0
+    assert solid.any() and uncovered.any()
+    assert np.array_equal(np.asarray(result.image)[solid], rgb[solid])  # exact where the subject is solid
+    assert error[uncovered].max() == 0  # and the backdrop exact where nothing covers it
+
+
+def test_transparent_shadow_output_matches_the_float_formula_to_one_level() -> None:
+    rgb, alpha = soft_scene()
+    total = alpha + drop_shadow(alpha, subject_box(alpha)) * (1 - alpha)
+    pixels = np.asarray(run(rgb, alpha, add_shadow=True).image).astype(float)
+    assert np.abs(pixels[..., 3] - total * 255).max() <= 0.5 + 1e-6
+    seen = pixels[..., 3] > 0
+    colour = rgb * (alpha / np.where(total > 0, total, 1))[..., None]  # the shadow's black mixed in
+    assert np.abs(pixels[..., :3] - colour)[seen].max() <= 1.0 + 255 / pixels[..., 3][seen].min() / 2
+
+
+def test_a_bg_image_with_a_hole_shows_the_bg_color_through_it() -> None:
+    rgb, alpha = scene()
+    backdrop = np.zeros((300, 400, 4), np.uint8)
+    backdrop[..., 1] = backdrop[..., 3] = 255  # opaque green
+    backdrop[:20, :20, 3] = 0  # but the top-left corner is see-through
+    result = compose(rgb, alpha, parse_options(bg_color="#ff0000"), background=Image.fromarray(backdrop, "RGBA"))
+    pixels = np.asarray(result.image)
+    assert result.opaque and tuple(pixels[5, 5]) == (255, 0, 0) and tuple(pixels[-5, -5]) == (0, 255, 0)
 
 
 def test_channels_alpha_gives_the_mask() -> None:
