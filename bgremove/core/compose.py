@@ -3,6 +3,8 @@ background (colour and/or image), channels, and the white fill a JPG needs.
 
 Everything is vectorised (OpenCV / numpy) and each step is skipped when its option is off: the default request
 (full size, no crop, no background, no shadow, rgba) costs one alpha conversion, one masked merge and nothing else.
+An opaque background (a colour, a photo, a JPG's white) and a shadow are blended with OpenCV's blendLinear, strip by
+strip (see STRIP_PIXELS); only a see-through background colour or photo takes the float layer loop.
 Resizing is premultiplied (colour weighted by alpha) so soft edges never pick up the black of transparent pixels.
 """
 
@@ -30,9 +32,9 @@ SUBJECT_ALPHA_THRESHOLD = 0.1
 SHADOW_OFFSET_FRACTION = 0.03
 SHADOW_OPACITY = 0.5
 WHITE = (255, 255, 255, 255)
-# Backgrounds and shadows are blended in strips of rows whose temporaries (~0.8 MB) stay under glibc's mmap
-# threshold (1 MB in the server, see warmup.limit_heap_growth), so they are reused warm from the heap. A fresh
-# 72 MB array per step costs 30-170 ms in page faults on these 2-core machines, more than the arithmetic.
+# Backgrounds and shadows are blended in strips of rows whose temporaries (at most 0.5 MB) stay under glibc's
+# mmap threshold (1 MB in the server, see warmup.limit_heap_growth), so they are reused warm from the heap. A
+# fresh 48-72 MB array per step costs 30-170 ms in page faults on these 2-core machines, more than the arithmetic.
 STRIP_PIXELS = 1 << 17
 
 Float = NDArray[np.float32]
@@ -362,8 +364,14 @@ def _straight_rgba(rgb: Bytes, alpha: Float) -> Composition:
 
 
 def _rgba(rgb: Bytes, alpha8: Bytes) -> Image.Image:
-    visible = cv2.bitwise_and(rgb, rgb, mask=alpha8)  # 8x faster than numpy's boolean assignment on 12 MP
-    return Image.fromarray(np.asarray(cv2.merge((visible, alpha8)), dtype=np.uint8), "RGBA")
+    """RGBA with colour 0 under alpha 0, written strip by strip into the one array Pillow then wraps."""
+    height, width = alpha8.shape
+    out = np.empty((height, width, 4), np.uint8)
+    for rows in _row_strips(height, width):
+        colour, mask = np.ascontiguousarray(rgb[rows]), alpha8[rows]
+        visible = cv2.bitwise_and(colour, colour, mask=mask)  # 8x faster than numpy's boolean assignment
+        out[rows] = cv2.merge((visible, mask))
+    return Image.fromarray(out, "RGBA")
 
 
 def _to_bytes(alpha: Float) -> Bytes:
@@ -402,49 +410,47 @@ def _with_behind(alpha: Float, shadow: Shadow | None, rows: slice = slice(None))
 
 def _row_strips(height: int, width: int) -> Iterator[slice]:
     """Row ranges of about STRIP_PIXELS pixels each."""
-    rows = max(1, STRIP_PIXELS // width)
+    rows = _strip_rows(width)
     for top in range(0, height, rows):
         yield slice(top, min(top + rows, height))
 
 
-def _strip_coverage(alpha: Float, shadow: Shadow | None, rows: slice) -> tuple[Bytes, Bytes]:
-    """One strip's subject alpha and subject + shadow coverage, as uint8 (total8 >= alpha8 always)."""
-    alpha8 = _to_bytes(alpha[rows])
-    return alpha8, alpha8 if shadow is None else _to_bytes(_with_behind(alpha, shadow, rows))
+def _strip_rows(width: int) -> int:
+    return max(1, STRIP_PIXELS // width)
 
 
 def _over_opaque(rgb: Bytes, alpha: Float, shadow: Shadow | None, backdrop: Bytes | tuple[int, int, int]) -> Bytes:
-    """rgb x alpha + backdrop x (1 - total), in exact 8-bit integer steps (colour x alpha8 fits uint16).
+    """The subject over its black shadow over an opaque backdrop: rgb x a + backdrop x (1 - shadow) x (1 - a).
 
-    `total` is the subject plus its black shadow (which hides the backdrop and adds no colour). Opaque subject
-    pixels keep the photo's colour and uncovered ones the backdrop's, exactly.
+    OpenCV's blendLinear, strip by strip: float weights and one rounding per blend (the shadow darkens the
+    backdrop first). Solid subject pixels keep the photo's colour and uncovered ones the backdrop's.
     """
     height, width = alpha.shape
     out = np.empty((height, width, 3), np.uint8)
-    colour = None if isinstance(backdrop, np.ndarray) else (float(backdrop[0]), float(backdrop[1]), float(backdrop[2]), 0.0)
+    strip = (_strip_rows(width), width, 3)
+    flat = None if isinstance(backdrop, np.ndarray) else np.full(strip, backdrop, np.uint8)
+    black = np.zeros(strip, np.uint8) if shadow is not None else None
     for rows in _row_strips(height, width):
-        alpha8, total8 = _strip_coverage(alpha, shadow, rows)
-        front = cv2.multiply(np.ascontiguousarray(rgb[rows]), cv2.merge((alpha8, alpha8, alpha8)), dtype=cv2.CV_16U)
-        behind8 = cv2.bitwise_not(total8)  # 255 - coverage
-        behind = cv2.merge((behind8, behind8, behind8))
-        if colour is not None:
-            back = cv2.multiply(behind, colour, dtype=cv2.CV_16U)  # type: ignore[call-overload]  # a Scalar
-        else:
-            back = cv2.multiply(np.ascontiguousarray(backdrop[rows]), behind, dtype=cv2.CV_16U)
-        out[rows] = cv2.convertScaleAbs(cv2.add(front, back), alpha=1 / 255)  # the sum is <= 255 * 255
+        count = rows.stop - rows.start
+        back = np.ascontiguousarray(backdrop[rows]) if flat is None else flat[:count]
+        if shadow is not None and black is not None:
+            dark = shadow.rows(rows)
+            back = cv2.blendLinear(back, black[:count], 1 - dark, dark)
+        weight = np.ascontiguousarray(alpha[rows])
+        out[rows] = cv2.blendLinear(np.ascontiguousarray(rgb[rows]), back, weight, 1 - weight)
     return out
 
 
 def _with_shadow(rgb: Bytes, alpha: Float, shadow: Shadow) -> Image.Image:
-    """Transparent output with a shadow: colour rgb x alpha / total (the shadow's black mixed in), alpha = total."""
+    """Transparent output with a shadow: colour rgb x a / total (the shadow's black mixed in), alpha = total."""
     height, width = alpha.shape
     colour, coverage = np.empty((height, width, 3), np.uint8), np.empty((height, width), np.uint8)
+    black = np.zeros((_strip_rows(width), width, 3), np.uint8)
     for rows in _row_strips(height, width):
-        alpha8, total8 = _strip_coverage(alpha, shadow, rows)
-        front = cv2.multiply(np.ascontiguousarray(rgb[rows]), cv2.merge((alpha8, alpha8, alpha8)), dtype=cv2.CV_16U)
-        total16 = total8.astype(np.uint16)
-        colour[rows] = cv2.divide(front, cv2.merge((total16, total16, total16)), dtype=cv2.CV_8U)  # x / 0 is 0
-        coverage[rows] = total8
+        weight = np.ascontiguousarray(alpha[rows])
+        total = _with_behind(alpha, shadow, rows)
+        colour[rows] = cv2.blendLinear(np.ascontiguousarray(rgb[rows]), black[: rows.stop - rows.start], weight, total - weight)
+        coverage[rows] = _to_bytes(total)
     return _rgba(colour, coverage)
 
 

@@ -53,12 +53,13 @@ def run(rgb: np.ndarray, alpha: np.ndarray, **options: object) -> Composition:
 # --- default path ---------------------------------------------------------------------------------------------
 
 
-def test_default_is_the_cutout_with_cleared_transparent_pixels() -> None:
-    rgb, alpha = scene()
+@pytest.mark.parametrize(("width", "height"), [(400, 300), (1000, 701)])  # one blending strip, then several
+def test_default_is_the_cutout_with_cleared_transparent_pixels(width: int, height: int) -> None:
+    rgb, alpha = scene(width, height)
     before = rgb.copy(), alpha.copy()
     result = run(rgb, alpha)
     pixels = np.asarray(result.image)
-    assert result.image.mode == "RGBA" and result.image.size == (400, 300) and not result.opaque
+    assert result.image.mode == "RGBA" and result.image.size == (width, height) and not result.opaque
     expected_alpha = np.rint(alpha * 255).astype(np.uint8)
     assert np.array_equal(pixels[..., 3], expected_alpha)
     visible = expected_alpha > 0
@@ -223,7 +224,7 @@ def test_shadow_on_transparent_output_is_semi_transparent_dark_alpha() -> None:
 def test_a_shadow_drawn_in_strips_is_the_blurred_alpha_scaled_up_and_moved_down() -> None:
     import cv2
 
-    rgb, alpha = scene(2000, 1500, Box(400, 100, 900, 1200))  # offset 36 px: blurred at 1/2 resolution
+    _, alpha = scene(2000, 1500, Box(400, 100, 900, 1200))  # offset 36 px: blurred at 1/2 resolution
     shadow = shadow_of(alpha, subject_box(alpha))
     assert shadow.offset == 36 and shadow.small.shape == (750, 1000)
     moved = np.zeros((1500, 2000), np.float32)
@@ -265,12 +266,17 @@ def test_bg_image_covers_the_canvas_and_is_centred() -> None:
     assert np.abs(pixels[5, 5] - (0, 255, 0)).max() <= 2 and np.abs(pixels[295, 395] - (0, 255, 0)).max() <= 2
 
 
-def soft_scene() -> tuple[np.ndarray, np.ndarray]:
+# One blending strip, and several with a shorter last one (the blending runs in strips of STRIP_PIXELS pixels)
+SIZES = [(300, 200), (900, 401)]
+
+
+def soft_scene(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """The coffee photo with a radial alpha: every level from 0 to 1 appears, as on hair and blurred edges."""
-    rgb = np.asarray(Image.fromarray(photos.coffee()).resize((300, 200)))
-    yy, xx = np.mgrid[0:200, 0:300]
-    alpha = np.clip(1.3 - np.hypot((xx - 150) / 90, (yy - 90) / 60), 0, 1).astype(np.float32)
-    return rgb, alpha
+    width, height = size
+    rgb = np.asarray(Image.fromarray(photos.coffee()).resize(size))
+    yy, xx = np.mgrid[0:height, 0:width]
+    alpha = np.clip(1.3 - np.hypot((xx - width / 2) / (0.3 * width), (yy - 0.45 * height) / (0.3 * height)), 0, 1)
+    return rgb, alpha.astype(np.float32)
 
 
 def coverage(alpha: np.ndarray, shadow: bool) -> np.ndarray:
@@ -283,11 +289,12 @@ def float_composite(rgb: np.ndarray, alpha: np.ndarray, shadow: bool, behind: np
     return rgb * alpha[..., None] + behind * (1 - coverage(alpha, shadow)[..., None].astype(np.float64))
 
 
+@pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("shadow", [False, True])
 @pytest.mark.parametrize("backdrop", ["bg_color", "bg_image", "jpg_white"])
-def test_opaque_backdrops_match_the_float_formula_to_one_level(backdrop: str, shadow: bool) -> None:
-    rgb, alpha = soft_scene()
-    picture = np.asarray(Image.fromarray(photos.astronaut()).resize((300, 200)))
+def test_opaque_backdrops_match_the_float_formula_to_one_level(backdrop: str, shadow: bool, size: tuple[int, int]) -> None:
+    rgb, alpha = soft_scene(size)
+    picture = np.asarray(Image.fromarray(photos.astronaut()).resize(size))
     behind, background, options = {
         "bg_color": (np.array([0x33, 0x66, 0x99], float), None, {"bg_color": "336699"}),
         "bg_image": (picture.astype(float), Image.fromarray(picture), {}),
@@ -296,23 +303,25 @@ def test_opaque_backdrops_match_the_float_formula_to_one_level(backdrop: str, sh
     result = compose(rgb, alpha, parse_options(add_shadow=shadow, **options), background=background)
     assert result.opaque and result.image.mode == "RGB"
     error = np.abs(np.asarray(result.image).astype(float) - float_composite(rgb, alpha, shadow, behind))
-    # alpha and subject+shadow are each rounded to 1/255 (as the PNG alpha is), then the sum: 0.5 + 0.5 + 0.5 at most;
-    # without a shadow both roundings are the same one, so only (rgb - backdrop) x 0.5/255 + 0.5
-    assert error.max() <= (1.5 if shadow else 1.0), error.max()
+    # one rounding, and one more where the shadow first darkens the backdrop
+    assert error.max() <= (1.0 if shadow else 0.5) + 0.01, error.max()  # + float32 arithmetic
     solid, uncovered = alpha == 1, coverage(alpha, shadow) == 0
     assert solid.any() and uncovered.any()
     assert np.array_equal(np.asarray(result.image)[solid], rgb[solid])  # exact where the subject is solid
     assert error[uncovered].max() == 0  # and the backdrop exact where nothing covers it
 
 
-def test_transparent_shadow_output_matches_the_float_formula_to_one_level() -> None:
-    rgb, alpha = soft_scene()
+@pytest.mark.parametrize("size", SIZES)
+def test_transparent_shadow_output_matches_the_float_formula(size: tuple[int, int]) -> None:
+    rgb, alpha = soft_scene(size)
     total = alpha + drop_shadow(alpha, subject_box(alpha)) * (1 - alpha)
     pixels = np.asarray(run(rgb, alpha, add_shadow=True).image).astype(float)
-    assert np.abs(pixels[..., 3] - total * 255).max() <= 0.5 + 1e-6
+    assert np.abs(pixels[..., 3] - total * 255).max() <= 0.5 + 1e-3
     seen = pixels[..., 3] > 0
     colour = rgb * (alpha / np.where(total > 0, total, 1))[..., None]  # the shadow's black mixed in
-    assert np.abs(pixels[..., :3] - colour)[seen].max() <= 1.0 + 255 / pixels[..., 3][seen].min() / 2
+    # blendLinear adds 1e-5 to the weights' sum: at the faintest visible alpha (1/255) that is 0.3%, under a level
+    assert np.abs(pixels[..., :3] - colour)[seen].max() <= 1.5
+    assert not pixels[..., :3][~seen].any()
 
 
 def test_a_bg_image_with_a_hole_shows_the_bg_color_through_it() -> None:
