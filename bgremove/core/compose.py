@@ -122,21 +122,32 @@ def resize_premultiplied(rgb: Bytes, alpha: Float, size: tuple[int, int]) -> tup
 
     Exact integer premultiplication (colour x alpha8 fits uint16), OpenCV's INTER_AREA to shrink (no aliasing)
     or bilinear to enlarge, then division back; ~4x faster than the same in float32 on a 12 MP photo.
+    Packing and unpacking run strip by strip into one array each (see STRIP_PIXELS).
     """
     width, height = size
-    shrinking = width <= rgb.shape[1] and height <= rgb.shape[0]
-    alpha8 = cv2.convertScaleAbs(alpha, alpha=255.0)
-    premultiplied = cv2.multiply(np.ascontiguousarray(rgb), cv2.merge((alpha8, alpha8, alpha8)), dtype=cv2.CV_16U)
-    weight = alpha8.astype(np.uint16) * np.uint16(255)  # same scale as the colour: 255 * 255 is opaque white
-    resized = cv2.resize(
-        cv2.merge((premultiplied, weight)), size, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    )
-    resized = resized.reshape(height, width, 4)
-    weight = np.ascontiguousarray(resized[..., 3])
-    colour = cv2.divide(
-        np.ascontiguousarray(resized[..., :3]), cv2.merge((weight, weight, weight)), scale=255, dtype=cv2.CV_8U
-    )  # OpenCV's x / 0 is 0: no colour where nothing is left
-    return np.asarray(colour, dtype=np.uint8), np.divide(weight, np.float32(65025), dtype=np.float32)
+    source_height, source_width = alpha.shape
+    shrinking = width <= source_width and height <= source_height
+    packed = np.empty((source_height, source_width, 4), np.uint16)
+    for rows in _row_strips(source_height, source_width):
+        alpha8 = _to_bytes(np.ascontiguousarray(alpha[rows]))
+        colour = np.ascontiguousarray(rgb[rows])
+        premultiplied = cv2.multiply(colour, cv2.merge((alpha8, alpha8, alpha8)), dtype=cv2.CV_16U)
+        weight = alpha8.astype(np.uint16) * np.uint16(255)  # the colour's scale: 255 x 255 is opaque white
+        packed[rows] = cv2.merge((premultiplied, weight))
+    resized = np.asarray(
+        cv2.resize(packed, size, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR), np.uint16
+    ).reshape(height, width, 4)
+    del packed
+    colour_out = np.empty((height, width, 3), np.uint8)
+    alpha_out = np.empty((height, width), np.float32)
+    for rows in _row_strips(height, width):
+        strip = resized[rows]
+        weight = np.ascontiguousarray(strip[..., 3])
+        colour_out[rows] = cv2.divide(
+            np.ascontiguousarray(strip[..., :3]), cv2.merge((weight, weight, weight)), scale=255, dtype=cv2.CV_8U
+        )  # OpenCV's x / 0 is 0: no colour where nothing is left
+        np.divide(weight, np.float32(65025), out=alpha_out[rows], dtype=np.float32)  # 65025 gives exactly 1
+    return colour_out, alpha_out
 
 
 @dataclass(frozen=True)

@@ -160,6 +160,24 @@ def test_resize_premultiplied_keeps_opaque_colours_exactly() -> None:
     assert np.abs(colour.astype(int) - reference).max() <= 1
 
 
+@pytest.mark.parametrize(("source", "target"), [((900, 401), (350, 160)), ((300, 200), (900, 601))])
+def test_resize_premultiplied_matches_float_premultiplication(source: tuple[int, int], target: tuple[int, int]) -> None:
+    """Shrinking and enlarging, over several strips: the same as premultiplying, resizing and dividing in float."""
+    import cv2
+
+    rgb, alpha = soft_scene(source)
+    colour, coverage = resize_premultiplied(rgb, alpha, target)
+    alpha8 = np.rint(alpha * 255) / 255  # the resize works on 8-bit alpha, as the PNG stores it
+    shrinking = target[0] <= source[0]
+    packed = np.dstack([rgb * alpha8[..., None], alpha8]).astype(np.float32)
+    resized = cv2.resize(packed, target, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    assert np.abs(coverage - resized[..., 3]).max() < 1e-3
+    seen = resized[..., 3] > 0.05
+    expected = resized[..., :3][seen] / resized[..., 3][seen][:, None]
+    assert np.abs(colour[seen].astype(float) - expected).max() <= 1.0 + 1e-3
+    assert not colour[resized[..., 3] == 0].any()
+
+
 # --- scale / position -----------------------------------------------------------------------------------------
 
 
