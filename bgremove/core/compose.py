@@ -117,6 +117,13 @@ def crop_region(subject: Box, margin: tuple[Length, Length, Length, Length], wid
     return Box(x0, y0, x1 - x0, y1 - y0)
 
 
+def resize_colour(rgb: Bytes, size: tuple[int, int]) -> Bytes:
+    """An opaque photo resized: INTER_AREA to shrink (no aliasing), bilinear to enlarge."""
+    shrinking = size[0] <= rgb.shape[1] and size[1] <= rgb.shape[0]
+    resized = cv2.resize(np.ascontiguousarray(rgb), size, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return np.asarray(resized, dtype=np.uint8)
+
+
 def resize_premultiplied(rgb: Bytes, alpha: Float, size: tuple[int, int]) -> tuple[Bytes, Float]:
     """Resize straight colour + alpha without dark fringes: colour is weighted by alpha while it is resampled.
 

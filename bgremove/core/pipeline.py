@@ -1,7 +1,8 @@
 """Bytes in, a finished output out: the one path every door (REST, remove.bg layer, UI, CLI, batch, jobs) uses.
 
 decode (limits, EXIF orientation, colour profile) -> model prediction (float, model resolution)
--> confidence / no-subject signal -> alpha at full resolution -> optional smoothing / alpha matting
+-> confidence / no-subject signal -> alpha at full resolution (or straight at the output size when a `size`
+budget alone shrinks the photo, see `working_size`) -> optional smoothing / alpha matting
 -> input transparency and region of interest -> foreground colour estimation (edge band only)
 -> compose (crop, scale/position, size, shadow, background, channels) -> encode (png/jpg/webp/zip).
 Errors are typed (see `bgremove.core.errors`); nothing here imports a web framework.
@@ -124,6 +125,7 @@ def remove_background(
     mark = time.perf_counter()
     confidence, found = edges.subject_confidence(prediction.raw)
     input_alpha = np.asarray(image.getchannel("A"), dtype=np.float32) / 255.0 if image.mode == "RGBA" else None
+    rgb, input_alpha = _at_working_size(rgb, input_alpha, options)
     alphas = [_alpha(mask, rgb, input_alpha, options) for mask in prediction.masks]
     stages["alpha"] = _lap(mark)
 
@@ -155,6 +157,32 @@ def remove_background(
         foreground_found=found,
         stages=stages,
     )
+
+
+def working_size(width: int, height: int, options: RemovalOptions) -> tuple[int, int]:
+    """The size the alpha, the colours and the composite are computed at.
+
+    A `size` budget on the whole photo (no crop, scale or position) fixes the output size before that work, so it
+    runs at the output size instead of at full size followed by a shrink: for size=preview on a 12 MP photo, a
+    fiftieth of the pixels. The model still sees the full photo. Options counted in input pixels (alpha matting's
+    erode size, post_process_mask's kernel, a roi in px) keep the full size, so they mean what they say.
+    """
+    in_pixels = options.alpha_matting or options.post_process_mask or not all(part.percent for part in options.roi_box)
+    if options.crop or options.scale_fraction is not None or options.position_fraction is not None or in_pixels:
+        return width, height
+    return compose.output_size(width, height, options.size)
+
+
+def _at_working_size(
+    rgb: np.ndarray, input_alpha: np.ndarray | None, options: RemovalOptions
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The photo (and its own transparency) shrunk to `working_size`; the same arrays when that is the full size."""
+    size = working_size(rgb.shape[1], rgb.shape[0], options)
+    if size == (rgb.shape[1], rgb.shape[0]):
+        return rgb, input_alpha
+    if input_alpha is None:
+        return compose.resize_colour(rgb, size), None
+    return compose.resize_premultiplied(rgb, input_alpha, size)
 
 
 def _alpha(mask: np.ndarray, rgb: np.ndarray, input_alpha: np.ndarray | None, options: RemovalOptions) -> np.ndarray:

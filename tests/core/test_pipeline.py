@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bgremove.core.compose import output_size, resize_premultiplied
 from bgremove.core.errors import CorruptImage, ImageTooLarge, InvalidOption, UnsupportedFormat
 from bgremove.core.options import RemovalOptions, parse_options
-from bgremove.core.pipeline import METADATA_KEYS, Result, remove_background
+from bgremove.core.pipeline import METADATA_KEYS, Result, remove_background, working_size
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings
 from tests.conftest import build_brightness_model, decode_png, encode, square_photo
@@ -88,6 +89,42 @@ def test_jpg_output_on_a_colour(settings: Settings, cache: SessionCache) -> None
     assert image.format == "JPEG" and result.media_type == "image/jpeg" and result.output_name == "photo.jpg"
     corner = np.asarray(image)[2, 2].astype(int)
     assert corner[2] > 230 and corner[0] < 25
+
+
+@pytest.mark.parametrize(
+    ("options", "shrinks"),
+    [
+        ({"size": "preview"}, True),
+        ({"size": "medium", "roi": "10% 0% 90% 100%", "bg_color": "red", "add_shadow": True}, True),
+        ({"size": "full"}, False),
+        ({"size": "preview", "crop": True}, False),  # the output size depends on the subject's box
+        ({"size": "preview", "scale": "80%"}, False),
+        ({"size": "preview", "position": "center"}, False),
+        ({"size": "preview", "roi": "10 0 190 120"}, False),  # px of the input
+        ({"size": "preview", "alpha_matting": True}, False),  # erode size in px of the input
+        ({"size": "preview", "post_process_mask": True}, False),  # kernel in px of the input
+    ],
+)
+def test_a_size_budget_alone_moves_the_work_to_the_output_size(options: dict[str, Any], shrinks: bool) -> None:
+    full = (4000, 3000)
+    assert working_size(*full, parse_options(options)) == (output_size(*full, options["size"]) if shrinks else full)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_working_at_the_output_size_gives_the_full_size_result_shrunk(mode: str, settings: Settings, cache: SessionCache) -> None:
+    """size=preview computed at preview size matches the full-size cutout shrunk (premultiplied) to that size."""
+    photo = square_photo((1200, 800)).convert(mode)
+    if mode == "RGBA":
+        photo.putalpha(Image.linear_gradient("L").resize(photo.size))  # the input's own transparency, top to bottom
+    data = encode(photo, "PNG")
+    small = np.asarray(decode_png(run(data, settings, cache, size="preview").data)).astype(float)
+    big = np.asarray(decode_png(run(data, settings, cache).data))
+    colour, alpha = resize_premultiplied(big[..., :3], big[..., 3] / np.float32(255), (small.shape[1], small.shape[0]))
+    assert small.shape[:2] == output_size(1200, 800, "preview")[::-1]
+    alpha_error = np.abs(small[..., 3] - alpha * 255)
+    assert alpha_error.mean() < 0.5 and alpha_error.max() < 32  # the same cutout; edges resampled once, not twice
+    seen = (small[..., 3] > 128) & (alpha * 255 > 128)
+    assert np.abs(small[..., :3] - colour)[seen].mean() < 1.0
 
 
 def test_post_process_mask_keeps_soft_edges(settings: Settings, cache: SessionCache) -> None:
