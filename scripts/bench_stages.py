@@ -86,6 +86,7 @@ def configurations() -> list[Config]:
         Config("format zip", {"format": "zip"}),
         Config("crop + 20px margin", {"crop": True, "crop_margin": "20px"}),
         Config("size hd", {"size": "hd"}),
+        Config("size preview (remove.bg's default)", {"size": "preview"}),
         Config("bg_color ffffff", {"bg_color": "ffffff"}),
         Config("bg_image 12 MP", bg_image=True),
         Config("add_shadow", {"add_shadow": True}),
