@@ -4,6 +4,7 @@ parses a multipart body, which a dependency cannot)."""
 from __future__ import annotations
 
 import hmac
+from collections.abc import Awaitable, Callable
 
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
@@ -17,11 +18,14 @@ SIZE_HINT = "Send a smaller file or raise MAX_IMAGE_SIZE_MB / MAX_BATCH_UNCOMPRE
 OPEN_PATHS = frozenset({"/api/health"})  # load balancers and the UI's health checks need no key
 
 
+SIZE_DETAIL = "Upload is larger than the size limit."
+
+
 class BodyTooLarge(HTTPException):
     """An HTTPException, so FastAPI's form parser re-raises it (answered as 413 by web.errors) instead of a 400."""
 
     def __init__(self) -> None:
-        super().__init__(413, "Upload is larger than the size limit.")
+        super().__init__(413, SIZE_DETAIL)
         self.hint = SIZE_HINT
 
 
@@ -53,7 +57,7 @@ class ApiGuard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        if self.keys and not self._authorised(headers):
+        if self.keys and not key_is_valid(headers, self.keys):
             await reply(
                 send,
                 401,
@@ -86,36 +90,56 @@ class ApiGuard:
             self.in_flight -= 1
             IN_FLIGHT.set(self.in_flight)
 
-    def _authorised(self, headers: dict[bytes, bytes]) -> bool:
-        offered = headers.get(b"x-api-key", b"")
-        authorization = headers.get(b"authorization", b"")
-        if authorization[:7].lower() == b"bearer ":
-            offered = offered or authorization[7:].strip()
-        return bool(offered) and any(hmac.compare_digest(offered, key) for key in self.keys)
-
     async def _with_size_limit(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-        received = 0
-        response_started = False
+        async def too_large(exc: Exception) -> None:  # raised outside FastAPI's form parser, so no handler saw it
+            await reply(send, 413, SIZE_DETAIL, SIZE_HINT)
 
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise BodyTooLarge()
-            return message
+        await forward_with_body_limit(self.app, (scope, receive, send), limit, BodyTooLarge, too_large)
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
-            response_started = response_started or message["type"] == "http.response.start"
-            await send(message)
 
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except BodyTooLarge as exc:  # raised where no exception handler saw it (outside FastAPI's form parser)
-            if not response_started:
-                await reply(send, 413, str(exc.detail), exc.hint)
+def key_is_valid(headers: dict[bytes, bytes], keys: list[bytes]) -> bool:
+    """`X-API-Key: KEY` (any casing) or `Authorization: Bearer KEY` names one of `keys`; compared in constant time."""
+    offered = headers.get(b"x-api-key", b"")
+    authorization = headers.get(b"authorization", b"")
+    if not offered and authorization[:7].lower() == b"bearer ":
+        offered = authorization[7:].strip()
+    return bool(offered) and any(hmac.compare_digest(offered, key) for key in keys)
+
+
+async def forward_with_body_limit(
+    app: ASGIApp,
+    call: tuple[Scope, Receive, Send],
+    limit: int,
+    error: type[Exception],
+    answer: Callable[[Exception], Awaitable[None]],
+) -> None:
+    """Run `app`, raising `error()` from receive() once the streamed body passes `limit` bytes.
+
+    The route normally answers that error itself; when it escapes the app before a response started, `answer` it.
+    """
+    scope, receive, send = call
+    received = 0
+    started = False
+
+    async def counting_receive() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise error()
+        return message
+
+    async def tracking_send(message: Message) -> None:
+        nonlocal started
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        await app(scope, counting_receive, tracking_send)
+    except error as exc:
+        if not started:
+            await answer(exc)
 
 
 async def reply(send: Send, status: int, detail: str, hint: str, headers: dict[str, str] | None = None) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 import logging
 import re
 from collections.abc import Callable, Coroutine, Mapping
@@ -34,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bgremove.core.errors import (
     BgRemoveError,
@@ -55,6 +54,7 @@ from bgremove.core.pipeline import Result, remove_background
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings
 from bgremove.web.deps import AppSettings, Cache, option_schema
+from bgremove.web.guard import forward_with_body_limit, key_is_valid
 
 log = logging.getLogger(__name__)
 
@@ -758,7 +758,7 @@ class RemoveBgGuard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        if self.keys and not self._authorised(headers):
+        if self.keys and not key_is_valid(headers, self.keys):
             missing = not headers.get(b"x-api-key") and not headers.get(b"authorization")
             await Problem(
                 403,
@@ -790,36 +790,11 @@ class RemoveBgGuard:
         finally:
             self.in_flight -= 1
 
-    def _authorised(self, headers: dict[bytes, bytes]) -> bool:
-        offered = headers.get(b"x-api-key", b"")
-        authorization = headers.get(b"authorization", b"")
-        if not offered and authorization[:7].lower() == b"bearer ":
-            offered = authorization[7:].strip()
-        return bool(offered) and any(hmac.compare_digest(offered, key) for key in self.keys)
-
     async def _with_size_limit(self, scope: Scope, receive: Receive, send: Send) -> None:
-        received = 0
-        started = False
+        async def too_large(exc: Exception) -> None:  # only when it escaped the route (the route answers it itself)
+            await problem_for(exc).response()(scope, receive, send)
 
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise BodyTooLarge()
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except BodyTooLarge as exc:  # only when it escaped the route (the route answers it itself)
-            if not started:
-                await problem_for(exc).response()(scope, receive, send)
+        await forward_with_body_limit(self.app, (scope, receive, send), self.limit, BodyTooLarge, too_large)
 
 
 EXPOSED_HEADERS = [
