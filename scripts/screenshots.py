@@ -68,14 +68,17 @@ def serve() -> Iterator[str]:
         thread.join(timeout=30)
 
 
-def wait_images(page: Page, selector: str, count: int) -> None:
+def wait_images(page: Page, selector: str, count: int, timeout: float | None = TIMEOUT_MS) -> None:
+    """At least `count` decoded <img> under `selector` (so screenshots show them, not empty boxes).
+
+    timeout: ms; None is Playwright's default (what the browser tests use)."""
     page.wait_for_function(
         """([selector, count]) => {
             const images = [...document.querySelectorAll(selector + " img")];
             return images.length >= count && images.every(img => img.complete && img.naturalWidth > 0);
         }""",
         arg=[selector, count],
-        timeout=TIMEOUT_MS,
+        timeout=timeout,
     )
 
 

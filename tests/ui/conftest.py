@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 import httpx
@@ -21,6 +21,9 @@ from PIL import Image
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings, load_settings
 from bgremove.web.app import create_app
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 # The real isnet-general-use weights live here; servers whose default is the tiny model may still name it.
 REAL_MODEL_HOME = Path("~/.rembg").expanduser()
@@ -83,6 +86,19 @@ def live_ui(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Itera
     """One server per test module, on the tiny model."""
     with serve(ui_settings(tmp_path_factory.mktemp("ui"), tiny_model)) as live:
         yield live
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Headless Debian Chromium, launched as scripts/screenshots.py launches it; one per test module."""
+    from playwright.sync_api import sync_playwright
+
+    from scripts.screenshots import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
 
 
 @pytest.fixture()

@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, Download, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Download, Locator, Page, expect
 from skimage import data as skdata
 
 from bgremove.core.errors import UnsupportedFormat
 from bgremove.core.options import parse_options
 from bgremove.core.pipeline import remove_background
-from scripts.screenshots import CHROMIUM, CHROMIUM_ARGS
+from scripts.screenshots import wait_images
 from tests.ui.conftest import NOT_AN_IMAGE, LiveUi, product_photo, write_photo
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -29,14 +29,6 @@ DESKTOP = {"width": 1280, "height": 1000}
 PHONE = {"width": 390, "height": 844}
 RUN_TIMEOUT_MS = 60_000
 SKY = (0x81, 0xD4, 0xFA)  # the "sky" swatch
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture()
@@ -91,17 +83,6 @@ def download(page: Page, selector: str, target: Path) -> tuple[Download, Path]:
     return saved, target
 
 
-def wait_images(page: Page, selector: str, count: int) -> None:
-    """At least `count` decoded <img> under `selector` (so screenshots show them, not empty boxes)."""
-    page.wait_for_function(
-        """([selector, count]) => {
-            const images = [...document.querySelectorAll(selector + " img")];
-            return images.length >= count && images.every(img => img.complete && img.naturalWidth > 0);
-        }""",
-        arg=[selector, count],
-    )
-
-
 def shot(locator: Locator, path: Path) -> np.ndarray:
     locator.screenshot(path=path)
     return np.asarray(Image.open(path).convert("RGB")).astype(int)
@@ -148,8 +129,8 @@ def test_transparency_shows_as_a_checkerboard(page: Page, files: Path, tmp_path:
     upload_photo(page, files / "product.jpg")
     expect(run_single(page)).to_contain_text("Done in")
     expect(page.locator("#single-cutout")).to_contain_text("Cutout (transparent PNG)")
-    wait_images(page, "#single-cutout", 1)
-    wait_images(page, "#single-compare", 2)
+    wait_images(page, "#single-cutout", 1, timeout=None)
+    wait_images(page, "#single-compare", 2, timeout=None)
     cutout = shot(page.locator("#single-cutout img"), tmp_path / "cutout.png")
     assert share_near(cutout, (217, 217, 217)) > 0.15 and share_near(cutout, (255, 255, 255)) > 0.15
     after = shot(page.locator("#single-compare img").last, tmp_path / "compare.png")
@@ -254,7 +235,7 @@ def finished_batch(browser: Browser, live_ui: LiveUi, files: Path) -> Iterator[P
     expect(page.locator("#batch-download-zip")).to_be_disabled()
     page.locator("#batch-run").click()
     expect(page.locator("#batch-status")).to_contain_text("of 3.", timeout=RUN_TIMEOUT_MS)
-    wait_images(page, "#batch-gallery", 2)
+    wait_images(page, "#batch-gallery", 2, timeout=None)
     yield page
     page.close()
 

@@ -7,11 +7,9 @@ from __future__ import annotations
 import io
 import json
 import re
-import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +18,15 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from bgremove.batch.jobs import JobNotFound, JobRunner
 from bgremove.core.errors import BgRemoveError
 from bgremove.core.sessions import SessionCache
-from bgremove.core.settings import Settings
 from bgremove.web.ui import KeyLogins, LoginRequired, build_ui, job_owner, option_panel
 from bgremove.web.ui_controls import ControlSet
 from bgremove.web.ui_handlers import BatchView, UiHandlers
-from scripts.screenshots import CHROMIUM, CHROMIUM_ARGS
+from tests.jobs.conftest import GatedCache
 from tests.jobs.server import build_app
 from tests.ui.conftest import (
     NOT_AN_IMAGE,
@@ -45,22 +42,11 @@ KEY_A = "key-a-0123456789abcdef"
 KEY_B = "key-b-0123456789abcdef"
 
 
-class JobGate(SessionCache):
-    """The real cache, but a job worker's forward pass waits inside its slot until `gate` opens (`entered` counts
-    the passes that got there): a job held mid-way, deterministically. Interactive requests and the warm-up pass."""
+class JobGate(GatedCache):
+    """A job worker's forward pass waits inside its slot until `gate` opens (`entered` counts the passes that got
+    there): a job held mid-way, deterministically. Interactive requests and the warm-up pass straight through."""
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self.gate = threading.Event()
-        self.entered = threading.Semaphore(0)
-
-    @contextmanager
-    def inference_slot(self) -> Iterator[None]:
-        with super().inference_slot():
-            if threading.current_thread().name.startswith("bgremove-job-"):
-                self.entered.release()
-                assert self.gate.wait(timeout=60), "the test never opened the gate"
-            yield
+    only_threads = "bgremove-job-"
 
 
 @pytest.fixture()
@@ -298,14 +284,6 @@ def test_build_ui_takes_the_apps_runner_and_needs_no_heartbeat(tmp_path: Path, t
 
 
 # --- the browser --------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture()
