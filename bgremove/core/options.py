@@ -367,6 +367,30 @@ class RemovalOptions(BaseModel):
 
 
 OPTION_NAMES: tuple[str, ...] = tuple(RemovalOptions.model_fields)
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """An input whose value is an image file, not text: doors read it with the shared image intake (size limit,
+    one wording for each refusal) and hand its bytes to `remove_background` as the keyword of the same name."""
+
+    name: str
+    label: str
+    description: str
+    hint: str
+    per_photo: bool  # True: belongs to one photo (a batch cannot share it); False: serves every photo of a batch
+
+
+# Every image-valued input, once; doors build their file fields, flags and keyword arguments from this table.
+IMAGE_INPUTS: dict[str, ImageInput] = {
+    "bg_image": ImageInput(
+        name="bg_image",
+        label="Background image",
+        description="An image laid behind the subject, scaled to cover and centred; drawn over bg_color.",
+        hint="Send the background as a file field named `bg_image` (PNG, JPEG or WebP).",
+        per_photo=False,
+    ),
+}
 CONSISTENCY_HINT = "Typical values: foreground 240, background 10."
 
 
