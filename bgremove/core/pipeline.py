@@ -21,7 +21,8 @@ from PIL import Image
 from bgremove.core import codecs, compose, edges, matting
 from bgremove.core.observability import INFERENCE
 from bgremove.core.options import RemovalOptions
-from bgremove.core.registry import is_custom_model
+from bgremove.core.predictions import photo_key
+from bgremove.core.registry import Prediction, is_custom_model
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings
 
@@ -63,6 +64,7 @@ class Result:
     foreground: compose.Box | None
     confidence: float
     foreground_found: bool
+    prediction_reused: bool = False  # the model did not run: the photo's prediction was cached
     stages: dict[str, float] = field(default_factory=dict)
 
     def metadata(self) -> dict[str, Any]:
@@ -117,10 +119,17 @@ def remove_background(
     stages["load"] = _lap(mark)
 
     mark = time.perf_counter()
-    with cache.inference_slot():
-        prediction = loaded.predict(image if image.mode == "RGB" else image.convert("RGB"))
+
+    def forward_pass() -> Prediction:
+        with cache.inference_slot():
+            return loaded.predict(image if image.mode == "RGB" else image.convert("RGB"))
+
+    # The same photo again (another background, format or crop; touch-up strokes) reuses its prediction.
+    key = photo_key(data, loaded.name, loaded.provider)
+    prediction, reused = cache.predictions.get_or_compute(key, forward_pass)
     stages["mask"] = _lap(mark)
-    INFERENCE.labels(PurePath(loaded.name).name).observe(stages["mask"])
+    if not reused:
+        INFERENCE.labels(PurePath(loaded.name).name).observe(stages["mask"])
 
     mark = time.perf_counter()
     confidence, found = edges.subject_confidence(prediction.raw)
@@ -155,6 +164,7 @@ def remove_background(
         foreground=composition.foreground,
         confidence=confidence,
         foreground_found=found,
+        prediction_reused=reused,
         stages=stages,
     )
 

@@ -24,6 +24,7 @@ from PIL import Image
 from bgremove.core import store
 from bgremove.core.engines import CUDA, EngineChoice, InferenceSession, build_session, choose_engine, image_tensor
 from bgremove.core.errors import ModelCorrupt, ModelUnavailable
+from bgremove.core.predictions import PredictionCache
 from bgremove.core.registry import CATALOG, FAMILIES, ModelFamily, Prediction, is_custom_model
 from bgremove.core.settings import Settings, get_settings
 
@@ -59,6 +60,7 @@ class SessionCache:
         self._engine: EngineChoice | None = None
         self._slots = threading.BoundedSemaphore(settings.max_concurrent_inferences)
         self._waiting = 0
+        self.predictions = PredictionCache(settings.prediction_cache_bytes)  # shared by every door, like the models
 
     @contextmanager
     def inference_slot(self) -> Iterator[None]:
@@ -113,6 +115,7 @@ class SessionCache:
         """Unload every model (the next get() loads again)."""
         with self._lock:
             self._loaded.clear()
+        self.predictions.clear()
 
     @property
     def engine(self) -> EngineChoice:

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
         1024.0, "MAX_BATCH_UNCOMPRESSED_MB", "a positive number of megabytes", gt=0, allow_inf_nan=False
     )
     max_loaded_models: int = setting(2, "MAX_LOADED_MODELS", "a whole number >= 1", ge=1)
+    prediction_cache_mb: float = setting(
+        256.0, "PREDICTION_CACHE_MB", "a number of megabytes >= 0 (0 turns the cache off)", ge=0, allow_inf_nan=False
+    )
     max_concurrent_inferences: int = setting(2, "MAX_CONCURRENT_INFERENCES", "a whole number >= 1", ge=1)
     inference_engine: Literal["auto", "onnxruntime", "openvino"] = setting(
         "auto", "INFERENCE_ENGINE", "one of auto, onnxruntime, openvino"
@@ -172,6 +175,10 @@ class Settings(BaseSettings):
                 hint="Unset one of them, or put the MCP server behind your own authenticating proxy.",
             )
         return self
+
+    @property
+    def prediction_cache_bytes(self) -> int:
+        return int(self.prediction_cache_mb * 1024 * 1024)
 
     @property
     def max_image_bytes(self) -> int:
