@@ -154,7 +154,9 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
 
 def _flag_spec(name: str, field: FieldInfo, extra: dict[str, Any]) -> dict[str, Any]:
     """argparse keyword arguments for one schema field: action or metavar, and help text with default and bounds."""
-    kind = _plain_type(field.annotation)
+    from bgremove.core.options import input_type
+
+    kind = _plain_type(input_type(field))  # what a user types: text for the grammars (crop_margin, scale, ...)
     help_text = (field.description or "").rstrip(".") + "."
     example = extra.get("example")
     if example is not None:

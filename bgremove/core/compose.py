@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from bgremove.core.options import SIZE_MEGAPIXELS, Length, RemovalOptions
+from bgremove.core.options import SIZE_MEGAPIXELS, Region, RemovalOptions, Rgba, Sides
 
 # "Clearly part of the subject": the models leave a faint haze of a few % alpha over backgrounds (and matting
 # leaves noise), which would stretch a crop to the whole photo; soft edges that are visible (hair, motion blur,
@@ -78,7 +78,7 @@ class Composition:
 # --- single steps ---------------------------------------------------------------------------------------------
 
 
-def apply_roi(alpha: Float, roi: tuple[Length, Length, Length, Length]) -> Float:
+def apply_roi(alpha: Float, roi: Region) -> Float:
     """Zero alpha outside the region `x1 y1 x2 y2` (px, or % of the width/height); the same array if it is everything."""
     height, width = alpha.shape
     x1, y1, x2, y2 = roi
@@ -107,7 +107,7 @@ def output_size(width: int, height: int, size: str) -> tuple[int, int]:
     return max(1, int(width * factor)), max(1, int(height * factor))  # rounded down: never over the budget
 
 
-def crop_region(subject: Box, margin: tuple[Length, Length, Length, Length], width: int, height: int) -> Box:
+def crop_region(subject: Box, margin: Sides, width: int, height: int) -> Box:
     """The subject box grown by a CSS-order margin (px, or % of the subject's height/width), clipped at the image."""
     top, right, bottom, left = margin
     x0 = max(0, subject.left - round(left.pixels(subject.width)))
@@ -257,7 +257,7 @@ def compose(foreground: Bytes, alpha: Float, options: RemovalOptions, *, backgro
     rgb, subject_alpha = _geometry(foreground, alpha, options)
     keep_alpha_only = options.channels == "alpha" and options.format != "zip"  # zip has its alpha.png anyway
     flat = options.format in ("jpg", "zip")
-    if not (options.add_shadow or keep_alpha_only or flat or background is not None or options.bg_rgba):
+    if not (options.add_shadow or keep_alpha_only or flat or background is not None or options.bg_color):
         return _straight_rgba(rgb, subject_alpha)  # the default path
     box = subject_box(subject_alpha)
     shadow = shadow_of(subject_alpha, box) if options.add_shadow else None
@@ -266,17 +266,17 @@ def compose(foreground: Bytes, alpha: Float, options: RemovalOptions, *, backgro
 
     matte = Image.fromarray(_to_bytes(_with_behind(subject_alpha, shadow)), "L") if options.format == "zip" else None
     picture = cover(background, (rgb.shape[1], rgb.shape[0])) if background is not None else None
-    backdrop = _opaque_backdrop(options.bg_rgba, picture, flat)
+    backdrop = _opaque_backdrop(options.bg_color, picture, flat)
     if backdrop is not None:  # the common case (an opaque colour or photo, or a JPG's white): integer maths
         return Composition(Image.fromarray(_over_opaque(rgb, subject_alpha, shadow, backdrop), "RGB"), box, True, matte)
-    if picture is None and options.bg_rgba is None and shadow is not None:  # a shadow alone, nothing behind it
+    if picture is None and options.bg_color is None and shadow is not None:  # a shadow alone, nothing behind it
         return Composition(_with_shadow(rgb, subject_alpha, shadow), box, opaque=False, alpha=matte)
 
     total = _with_behind(subject_alpha, shadow)
     premultiplied = rgb.astype(np.float32) * subject_alpha[..., None]  # the shadow is black: adds alpha, no colour
     covered = total
     opaque = False
-    layers = _background_layers(options.bg_rgba, picture)
+    layers = _background_layers(options.bg_color, picture)
     if flat:
         layers.append(_flat(WHITE))
     for colour, coverage in layers:  # each layer goes under everything so far (the first is the closest)
@@ -332,10 +332,10 @@ def _geometry(rgb: Bytes, alpha: Float, options: RemovalOptions) -> tuple[Bytes,
     if options.crop:
         subject = subject_box(alpha)
         if subject is not None:
-            region = crop_region(subject, options.margin, width, height)
+            region = crop_region(subject, options.crop_margin, width, height)
     out_w, out_h = output_size(region.width, region.height, options.size)
     source, target = region, Box(0, 0, out_w, out_h)
-    scale, position = options.scale_fraction, options.position_fraction
+    scale, position = options.scale, options.position
     if scale is not None or position is not None:
         subject = subject if options.crop else subject_box(alpha)  # a crop always contains the subject box
         if subject is not None:
@@ -403,9 +403,7 @@ def _flat(rgba: tuple[int, int, int, int]) -> tuple[Float, Float]:
     return np.array(rgba[:3], np.float32) * coverage, np.full((1, 1), coverage, np.float32)
 
 
-def _opaque_backdrop(
-    bg_rgba: tuple[int, int, int, int] | None, picture: Picture | None, flat: bool
-) -> Bytes | tuple[int, int, int] | None:
+def _opaque_backdrop(bg_rgba: Rgba | None, picture: Picture | None, flat: bool) -> Bytes | tuple[int, int, int] | None:
     """The layer right behind the subject when nothing shows through it: a photo's RGB pixels or one colour.
 
     None when that layer lets something through (a half-transparent colour or a photo with see-through parts);
@@ -472,7 +470,7 @@ def _with_shadow(rgb: Bytes, alpha: Float, shadow: Shadow) -> Image.Image:
     return _rgba(colour, coverage)
 
 
-def _background_layers(bg_rgba: tuple[int, int, int, int] | None, picture: Picture | None) -> list[tuple[Float, Float]]:
+def _background_layers(bg_rgba: Rgba | None, picture: Picture | None) -> list[tuple[Float, Float]]:
     """The premultiplied background layers from the closest to the farthest: bg_image over bg_color."""
     layers: list[tuple[Float, Float]] = []
     if picture is not None:

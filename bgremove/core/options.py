@@ -13,12 +13,24 @@ UI shows it), `hint` (what to do when the value is refused) and, for text option
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Annotated, Any, Literal, NamedTuple
 
 from PIL import ImageColor
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import core_schema
 
 from bgremove.core.errors import InvalidOption
 
@@ -53,7 +65,7 @@ def option(
     return Field(default, description=description, json_schema_extra=extra, **bounds)
 
 
-# --- value grammars (used by the validators below and by the pipeline that applies them) ----------------
+# --- value grammars: text in (every door), typed values out (the pipeline), canonical text back (JSON, forms) ---
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,56 @@ class Length:
     def pixels(self, reference: float) -> float:
         return self.value * reference / 100.0 if self.percent else self.value
 
+    def __str__(self) -> str:
+        if self.percent:
+            return f"{self.value:g}%"
+        return f"{self.value:g}px" if self.value else "0"  # CSS: a zero needs no unit
+
+
+class Sides(NamedTuple):
+    """A crop margin: one length per side, in CSS order."""
+
+    top: Length
+    right: Length
+    bottom: Length
+    left: Length
+
+    @property
+    def in_pixels(self) -> bool:
+        return _in_pixels(self)
+
+    def __str__(self) -> str:
+        top, right, bottom, left = (str(part) for part in self)
+        if top == right == bottom == left:
+            return top
+        if (top, right) == (bottom, left):
+            return f"{top} {right}"
+        return f"{top} {right} {bottom} {left}"
+
+
+class Region(NamedTuple):
+    """A region of interest: its top-left and bottom-right corners."""
+
+    x1: Length
+    y1: Length
+    x2: Length
+    y2: Length
+
+    @property
+    def in_pixels(self) -> bool:
+        return _in_pixels(self)
+
+    def __str__(self) -> str:
+        return " ".join(str(part) for part in self)
+
+
+Rgba = tuple[int, int, int, int]
+
+
+def _in_pixels(lengths: tuple[Length, ...]) -> bool:
+    """Whether any part is counted in input pixels (a zero is zero in any unit)."""
+    return any(not part.percent and part.value for part in lengths)
+
 
 def parse_length(text: str) -> Length:
     match = _LENGTH.match(text.strip().lower())
@@ -74,7 +136,7 @@ def parse_length(text: str) -> Length:
     return Length(float(match.group(1)), match.group(2) == "%")
 
 
-def parse_margin(text: str) -> tuple[Length, Length, Length, Length]:
+def parse_margin(text: str) -> Sides:
     """CSS order: 1 value (all sides), 2 (vertical horizontal) or 4 (top right bottom left); px or %, capped."""
     parts = [parse_length(part) for part in text.replace(",", " ").split()]
     if len(parts) not in (1, 2, 4):
@@ -83,10 +145,10 @@ def parse_margin(text: str) -> tuple[Length, Length, Length, Length]:
         if (part.percent and part.value > MAX_MARGIN_PERCENT) or (not part.percent and part.value > MAX_MARGIN_PX):
             raise ValueError(f"at most {MAX_MARGIN_PERCENT:g}% or {MAX_MARGIN_PX}px per side")
     if len(parts) == 1:
-        return parts[0], parts[0], parts[0], parts[0]
+        return Sides(parts[0], parts[0], parts[0], parts[0])
     if len(parts) == 2:
-        return parts[0], parts[1], parts[0], parts[1]
-    return parts[0], parts[1], parts[2], parts[3]
+        return Sides(parts[0], parts[1], parts[0], parts[1])
+    return Sides(parts[0], parts[1], parts[2], parts[3])
 
 
 def parse_scale(text: str) -> float | None:
@@ -94,10 +156,17 @@ def parse_scale(text: str) -> float | None:
     value = text.strip().lower()
     if value == "original":
         return None
-    number = float(value.rstrip("%").strip())
+    try:
+        number = float(value.rstrip("%").strip())
+    except ValueError:
+        raise ValueError("not a percentage") from None
     if not MIN_SCALE_PERCENT <= number <= 100.0:
         raise ValueError(f"must be between {MIN_SCALE_PERCENT:g}% and 100%")
     return number / 100.0
+
+
+def scale_text(scale: float | None) -> str:
+    return "original" if scale is None else f"{scale * 100:g}%"
 
 
 def parse_position(text: str) -> tuple[float, float] | None:
@@ -117,7 +186,11 @@ def parse_position(text: str) -> tuple[float, float] | None:
     return x, numbers[1] / 100.0 if len(numbers) == 2 else x
 
 
-def parse_roi(text: str) -> tuple[Length, Length, Length, Length]:
+def position_text(position: tuple[float, float] | None) -> str:
+    return "original" if position is None else f"{position[0] * 100:g}% {position[1] * 100:g}%"
+
+
+def parse_roi(text: str) -> Region:
     """`x1 y1 x2 y2`, each in px or %; the box must not be empty."""
     parts = [parse_length(part) for part in text.replace(",", " ").split()]
     if len(parts) != 4:
@@ -127,10 +200,10 @@ def parse_roi(text: str) -> tuple[Length, Length, Length, Length]:
         raise ValueError("x2 must be right of x1 and y2 below y1")
     if any(part.percent and part.value > 100 for part in parts):
         raise ValueError("percentages must be between 0% and 100%")
-    return x1, y1, x2, y2
+    return Region(x1, y1, x2, y2)
 
 
-def parse_color(text: str) -> tuple[int, int, int, int]:
+def parse_color(text: str) -> Rgba:
     """Hex with or without `#` (3, 4, 6 or 8 digits), `r,g,b[,a]` (0-255), or a CSS colour name -> RGBA."""
     value = text.strip()
     if re.fullmatch(r"[0-9a-fA-F]{3,4}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8}", value):
@@ -149,13 +222,52 @@ def parse_color(text: str) -> tuple[int, int, int, int]:
     return rgba[0], rgba[1], rgba[2], rgba[3]
 
 
+def color_text(rgba: Rgba) -> str:
+    """`#rrggbb` when opaque, `r,g,b,a` when see-through (remove.bg's two spellings)."""
+    return "#{:02x}{:02x}{:02x}".format(*rgba[:3]) if rgba[3] == 255 else ",".join(map(str, rgba))
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """Marks an option that is written as text and held parsed.
+
+    Doors send text (forms, argv, JSON, widgets) and it is validated as a string, so a refusal reads as it always
+    did; the model then holds the parsed value (the pipeline never parses again), and dumps it as canonical text,
+    so JSON (the jobs store), forms and the JSON schema (OpenAPI) still see strings.
+    """
+
+    parse: Callable[[str], Any]
+    text: Callable[[Any], str] = str
+    none: bool = False  # None (no value) is accepted and kept as None
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        schema = core_schema.no_info_after_validator_function(
+            self.parse,
+            core_schema.str_schema(),
+            serialization=core_schema.plain_serializer_function_ser_schema(self.dump, return_schema=core_schema.str_schema()),
+        )
+        return core_schema.nullable_schema(schema) if self.none else schema
+
+    def dump(self, value: Any) -> str:
+        # text passes as it is: the field's declared default (shown by the JSON schema) is the text doors send
+        return value if isinstance(value, str) else self.text(value)
+
+
+class Tag(StrEnum):
+    """What the pipeline must know about an option beyond its value (see `in_effect` and `pipeline.working_size`)."""
+
+    CHANGES_GEOMETRY = "changes_geometry"  # the output canvas depends on the subject (crop, scale, position)
+    MEASURED_IN_INPUT_PIXELS = "measured_in_input_pixels"  # means what it says only on the full-size photo
+
+
 # --- the schema ---------------------------------------------------------------------------------------------
 
 
 class RemovalOptions(BaseModel):
     """What a caller may ask for. Defaults give a transparent PNG at the input size, as rembg does."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    # validate_default: the text defaults (crop_margin "0", roi "0% 0% 100% 100%") are parsed like any value
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), validate_default=True)
 
     model: str | None = option(
         None,
@@ -193,13 +305,13 @@ class RemovalOptions(BaseModel):
     channels: Channels = option(
         "rgba", label="Channels", description="rgba: the cutout; alpha: the greyscale mask only.", hint="Use rgba or alpha."
     )
-    crop: bool = option(
+    crop: Annotated[bool, Tag.CHANGES_GEOMETRY] = option(
         False,
         label="Crop to the subject",
         group="basic",
         description="Crop to the subject's bounding box (pixels with alpha above 10%) plus crop_margin.",
     )
-    crop_margin: str = option(
+    crop_margin: Annotated[Sides, Grammar(parse_margin), Tag.MEASURED_IN_INPUT_PIXELS] = option(
         "0",
         label="Crop margin",
         group="basic",
@@ -208,33 +320,33 @@ class RemovalOptions(BaseModel):
         f"at most {MAX_MARGIN_PERCENT:g}% or {MAX_MARGIN_PX}px; clipped at the image borders.",
         hint=f"Use e.g. 20px, 10%, '10px 20px' or '5% 10% 5% 10%' (at most {MAX_MARGIN_PERCENT:g}% / {MAX_MARGIN_PX}px).",
     )
-    scale: str = option(
+    scale: Annotated[float | None, Grammar(parse_scale, scale_text), Tag.CHANGES_GEOMETRY] = option(
         "original",
         label="Subject scale",
         description="Scale the subject relative to the output canvas: 10%-100%, or original.",
         example="80%",
         hint="Use original or a percentage from 10% to 100%.",
     )
-    position: str = option(
+    position: Annotated[tuple[float, float] | None, Grammar(parse_position, position_text), Tag.CHANGES_GEOMETRY] = option(
         "original",
         label="Subject position",
         description="Where the subject sits on the canvas: original, center, or 'X% Y%' (0% 0% is top left).",
         example="50% 100%",
         hint="Use original, center, or 'X% Y%' with percentages from 0% to 100%.",
     )
-    roi: str = option(
+    roi: Annotated[Region, Grammar(parse_roi), Tag.MEASURED_IN_INPUT_PIXELS] = option(
         "0% 0% 100% 100%",
         label="Region of interest",
         description="Only this region can be foreground: 'x1 y1 x2 y2' in px or %.",
         example="10% 0% 90% 100%",
         hint="Use four values 'x1 y1 x2 y2' in px or %, e.g. '0% 0% 100% 100%'.",
     )
-    bg_color: str | None = option(
+    bg_color: Annotated[Rgba | None, Grammar(parse_color, color_text, none=True)] = option(
         None,
         label="Background colour",
         group="basic",
         example="ffffff",
-        description="Fill the background: hex with or without # (3, 6 or 8 digits), r,g,b[,a], or a CSS colour name.",
+        description="Fill the background: hex with or without # (3, 4, 6 or 8 digits), r,g,b[,a], or a CSS colour name.",
         hint="Use e.g. ffffff, #81d4fa, 255,255,255,128 or white.",
     )
     add_shadow: bool = option(
@@ -251,12 +363,12 @@ class RemovalOptions(BaseModel):
         description="Replace the old background's colour in see-through edge pixels (hair, fur, blur) with the "
         "estimated foreground colour, so the cutout looks right on a new background.",
     )
-    post_process_mask: bool = option(
+    post_process_mask: Annotated[bool, Tag.MEASURED_IN_INPUT_PIXELS] = option(
         False,
         label="Smooth the mask",
         description="Smooth the mask's outline (removes speckles and jagged edges); soft edges stay soft.",
     )
-    alpha_matting: bool = option(
+    alpha_matting: Annotated[bool, Tag.MEASURED_IN_INPUT_PIXELS] = option(
         False,
         label="Alpha matting (slow)",
         description="Refine edges with pymatting's closed-form alpha matting (slow; the default edge refinement is "
@@ -302,71 +414,49 @@ class RemovalOptions(BaseModel):
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("crop_margin")
-    @classmethod
-    def _margin(cls, value: str) -> str:
-        parse_margin(value)
-        return value.strip()
-
-    @field_validator("scale")
-    @classmethod
-    def _scale(cls, value: str) -> str:
-        try:
-            parse_scale(value)
-        except ValueError as exc:
-            raise ValueError(str(exc) if "between" in str(exc) else "not a percentage") from None
-        return value.strip().lower()
-
-    @field_validator("position")
-    @classmethod
-    def _position(cls, value: str) -> str:
-        parse_position(value)
-        return value.strip().lower()
-
-    @field_validator("roi")
-    @classmethod
-    def _roi(cls, value: str) -> str:
-        parse_roi(value)
-        return value.strip()
-
-    @field_validator("bg_color")
-    @classmethod
-    def _color(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_color(value)
-        return value
-
     @model_validator(mode="after")
     def _consistent(self) -> RemovalOptions:
         if self.alpha_matting_background_threshold >= self.alpha_matting_foreground_threshold:
             raise ValueError("alpha_matting_background_threshold must be below alpha_matting_foreground_threshold")
-        if self.only_mask and self.channels != "alpha":
-            object.__setattr__(self, "channels", "alpha")  # the alias, resolved once so the pipeline reads one field
         return self
 
-    # Parsed views for the pipeline (the strings above are already validated).
-    @property
-    def bg_rgba(self) -> tuple[int, int, int, int] | None:
-        return parse_color(self.bg_color) if self.bg_color else None
-
-    @property
-    def margin(self) -> tuple[Length, Length, Length, Length]:
-        return parse_margin(self.crop_margin)
-
-    @property
-    def scale_fraction(self) -> float | None:
-        return parse_scale(self.scale)
-
-    @property
-    def position_fraction(self) -> tuple[float, float] | None:
-        return parse_position(self.position)
-
-    @property
-    def roi_box(self) -> tuple[Length, Length, Length, Length]:
-        return parse_roi(self.roi)
+    @model_validator(mode="wrap")
+    @classmethod
+    def _only_mask_is_channels_alpha(cls, data: Any, handler: ModelWrapValidatorHandler[RemovalOptions]) -> RemovalOptions:
+        """The alias, resolved once so the pipeline reads one field."""
+        options = handler(data)
+        if options.only_mask and options.channels != "alpha":
+            return options.model_copy(update={"channels": "alpha"})
+        return options
 
 
 OPTION_NAMES: tuple[str, ...] = tuple(RemovalOptions.model_fields)
+DEFAULTS = RemovalOptions()
+
+
+def tagged(*tags: Tag) -> tuple[str, ...]:
+    """The options carrying any of `tags`, in schema order."""
+    return tuple(name for name, info in RemovalOptions.model_fields.items() if any(tag in info.metadata for tag in tags))
+
+
+def in_effect(options: RemovalOptions, name: str) -> bool:
+    """Whether option `name` does anything its tags speak of.
+
+    A length-valued option measured in input pixels is in effect when some length is in pixels (a roi in % works at
+    any size); any other option when it differs from its default (crop on, a scale, matting on).
+    """
+    value = getattr(options, name)
+    if Tag.MEASURED_IN_INPUT_PIXELS in RemovalOptions.model_fields[name].metadata and isinstance(value, Sides | Region):
+        return value.in_pixels
+    return bool(value != getattr(DEFAULTS, name))
+
+
+def input_type(info: FieldInfo) -> Any:
+    """The type a door passes in for a field: `str` (or `str | None`) for a text grammar, else the field's type."""
+    grammar = next((item for item in info.metadata if isinstance(item, Grammar)), None)
+    if grammar is None:
+        return info.annotation
+    return str | None if grammar.none else str
 
 
 @dataclass(frozen=True)

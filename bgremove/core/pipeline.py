@@ -16,11 +16,10 @@ from pathlib import PurePath
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from bgremove.core import codecs, compose, edges, matting
 from bgremove.core.observability import INFERENCE
-from bgremove.core.options import RemovalOptions
+from bgremove.core.options import RemovalOptions, Tag, in_effect, tagged
 from bgremove.core.predictions import photo_key
 from bgremove.core.registry import Prediction, is_custom_model
 from bgremove.core.sessions import SessionCache
@@ -45,6 +44,8 @@ METADATA_KEYS = (
     "error",
     "hint",
 )
+
+FULL_SIZE_OPTIONS = tagged(Tag.CHANGES_GEOMETRY, Tag.MEASURED_IN_INPUT_PIXELS)  # see `working_size`
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ def remove_background(
     for alpha in alphas:
         foreground = edges.estimate_foreground(rgb, alpha) if options.decontaminate else rgb
         compositions.append(compose.compose(foreground, alpha, options, background=background))
-    composition = _stack(compositions)  # u2net_cloth_seg: three masks, one above the other (as rembg does)
+    composition = compose.stack_vertically(compositions)  # u2net_cloth_seg: three masks, one above the other
     stages["compose"] = _lap(mark)
 
     mark = time.perf_counter()
@@ -172,13 +173,13 @@ def remove_background(
 def working_size(width: int, height: int, options: RemovalOptions) -> tuple[int, int]:
     """The size the alpha, the colours and the composite are computed at.
 
-    A `size` budget on the whole photo (no crop, scale or position) fixes the output size before that work, so it
-    runs at the output size instead of at full size followed by a shrink: for size=preview on a 12 MP photo, a
-    fiftieth of the pixels. The model still sees the full photo. Options counted in input pixels (alpha matting's
-    erode size, post_process_mask's kernel, a roi in px) keep the full size, so they mean what they say.
+    A `size` budget on the whole photo fixes the output size before that work, so it runs at the output size
+    instead of at full size followed by a shrink: for size=preview on a 12 MP photo, a fiftieth of the pixels. The
+    model still sees the full photo. An option tagged as changing the geometry (the output then depends on the
+    subject's box) or as measured in input pixels (matting's erode size, the smoothing kernel, a roi in px) keeps
+    the full size while it is in effect, so it means what it says.
     """
-    in_pixels = options.alpha_matting or options.post_process_mask or not all(part.percent for part in options.roi_box)
-    if options.crop or options.scale_fraction is not None or options.position_fraction is not None or in_pixels:
+    if any(in_effect(options, name) for name in FULL_SIZE_OPTIONS):
         return width, height
     return compose.output_size(width, height, options.size)
 
@@ -210,27 +211,8 @@ def _alpha(mask: np.ndarray, rgb: np.ndarray, input_alpha: np.ndarray | None, op
         )
     if input_alpha is not None:  # an input's own transparency is kept
         alpha = alpha * input_alpha
-    return compose.apply_roi(alpha, options.roi_box)
-
-
-def _stack(compositions: list[compose.Composition]) -> compose.Composition:
-    """Several masks' outputs one above the other (rembg's get_concat_v_multi); one output is returned as is."""
-    if len(compositions) == 1:
-        return compositions[0]
-    first = compositions[0]
-    width = max(c.image.width for c in compositions)
-    canvas = Image.new(first.image.mode, (width, sum(c.image.height for c in compositions)))
-    top = 0
-    for part in compositions:
-        canvas.paste(part.image, (0, top))
-        top += part.image.height
-    return compose.Composition(image=canvas, foreground=first.foreground, opaque=all(c.opaque for c in compositions))
+    return compose.apply_roi(alpha, options.roi)
 
 
 def _lap(mark: float) -> float:
     return time.perf_counter() - mark
-
-
-def decode_only(data: bytes, label: str, settings: Settings) -> Image.Image:
-    """The decoded input (for doors that show the original next to the result)."""
-    return codecs.decode_image(data, label, settings).image

@@ -20,7 +20,7 @@ import annotated_types
 import gradio as gr
 from gradio.components import Component
 
-from bgremove.core.options import RemovalOptions, parse_options
+from bgremove.core.options import RemovalOptions, input_type, parse_options
 
 Kind = Literal["bool", "choice", "int", "float", "text"]
 BG_MODES = (("Transparent", "transparent"), ("Colour", "colour"), ("Image", "image"))
@@ -58,7 +58,7 @@ def option_fields() -> list[OptionField]:
     """Every field of `RemovalOptions`, in schema order, with its widget-relevant facts."""
     fields = []
     for name, info in RemovalOptions.model_fields.items():
-        annotation, optional = _strip_none(info.annotation)
+        annotation, optional = _strip_none(input_type(info))  # what a widget sends: text for the grammars
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         minimum = maximum = None
         for bound in info.metadata:

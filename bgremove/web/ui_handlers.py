@@ -31,7 +31,7 @@ from bgremove.batch.engine import inputs_from_files
 from bgremove.batch.jobs import FINAL_STATUSES, Job, JobItem, JobNotFound, JobRunner, check_model
 from bgremove.core import codecs
 from bgremove.core.errors import BgRemoveError, ImageTooLarge, StorageFull
-from bgremove.core.options import RemovalOptions
+from bgremove.core.options import RemovalOptions, color_text
 from bgremove.core.pipeline import Result, remove_background
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings
@@ -106,7 +106,7 @@ def output_label(result: Result, options: RemovalOptions, bg_image: bool) -> str
     mode = Image.open(io.BytesIO(result.data)).mode  # reads the header only
     if mode in ("L", "LA", "I;16"):
         return f"Mask (greyscale {fmt})"
-    background = "your background image" if bg_image else options.bg_color or "white"
+    background = "your background image" if bg_image else color_text(options.bg_color) if options.bg_color else "white"
     if mode in ("RGBA", "PA"):
         if bg_image or options.bg_color:
             return f"Cutout on {background}, partly transparent ({fmt})"
