@@ -58,19 +58,6 @@ class FolderSink:
         return manifest
 
 
-class MemorySink:
-    """Results kept with their bytes (tests, small in-process batches)."""
-
-    def __init__(self) -> None:
-        self.items: list[ItemResult] = []
-
-    def add(self, item: ItemResult) -> None:
-        self.items.append(item)
-
-    def close(self, model: str) -> dict[str, Any]:
-        return build_manifest(self.items, model)
-
-
 def write_atomically(target: Path, data: bytes) -> None:
     """Write to a hidden temp file beside `target`, then rename over it."""
     target.parent.mkdir(parents=True, exist_ok=True)

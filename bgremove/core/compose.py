@@ -204,11 +204,6 @@ def shadow_of(alpha: Float, subject: Box | None) -> Shadow:
     return Shadow(np.asarray(blurred * np.float32(SHADOW_OPACITY), np.float32), matrix, offset, (width, height))
 
 
-def drop_shadow(alpha: Float, subject: Box | None) -> Float:
-    """The shadow's alpha at full size (the blending draws it strip by strip instead: `shadow_of(...).rows`)."""
-    return shadow_of(alpha, subject).full()
-
-
 @dataclass(frozen=True)
 class Picture:
     """A background photo at output size: straight colour, and alpha only when it has see-through parts."""

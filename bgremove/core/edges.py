@@ -7,7 +7,6 @@ Pure functions over numpy arrays (no PIL, no model, no I/O), each cheap next to 
 * `estimate_foreground`: blur-fusion foreground colours (Forte & Pitie 2021, BiRefNet's `refine_foreground`),
   so see-through pixels stop carrying the old background (grey fringes on white, glow on black).
 * `subject_confidence`: is there a subject at all? Sky, walls, textures and blank scans have none.
-* `alpha_to_uint8`: the fast, rounding conversion for encoding.
 
 Wide work (filters, blurs) runs at ~512-1024 px and is sampled back bilinearly; full resolution is touched only
 on the band of pixels that can still change, so a 12 MP photo costs little more than a 1 MP one.
@@ -210,11 +209,6 @@ def full_resolution_alpha(
             weight = np.minimum(np.float32(4 * GUIDE_GATE) * prior * (1 - prior), np.float32(1.0))
             flat[index] = prior + weight * (refined - prior)
     return _stretch(alpha, *snap)
-
-
-def alpha_to_uint8(alpha: npt.NDArray[np.floating]) -> ByteArray:
-    """Float alpha in [0, 1] -> uint8, rounded (0 stays 0, 1 becomes 255); ~8x faster than numpy's rint on 12 MP."""
-    return cast(ByteArray, cv2.convertScaleAbs(np.asarray(alpha, dtype=np.float32), alpha=255.0))
 
 
 # ---------------------------------------------------------------- foreground colour

@@ -16,7 +16,6 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image
@@ -26,7 +25,7 @@ from bgremove.core.engines import CUDA, EngineChoice, InferenceSession, build_se
 from bgremove.core.errors import ModelCorrupt, ModelUnavailable
 from bgremove.core.predictions import PredictionCache
 from bgremove.core.registry import CATALOG, FAMILIES, ModelFamily, Prediction, is_custom_model
-from bgremove.core.settings import Settings, get_settings
+from bgremove.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +156,3 @@ class SessionCache:
             f"Model file for {key!r} is corrupt or incomplete ({reason}).",
             hint=f"Run `{store.pull_command(key)}` to download it again.",
         )
-
-
-@lru_cache(maxsize=1)
-def get_cache() -> SessionCache:
-    """The process-wide cache, built from the process settings (entry points only; code under test passes its own)."""
-    return SessionCache(get_settings())

@@ -7,7 +7,6 @@ the phase and a sentence a person can read (issue 17.4), and a failure is logged
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,23 +32,6 @@ class WarmupState:
     def enter(self, status: Phase, message: str) -> None:
         self.status, self.message = status, message
         log.log(logging.ERROR if status == "error" else logging.INFO, "Warm-up: %s", message)
-
-
-_state = WarmupState()
-_started = threading.Lock()
-
-
-def warmup_state() -> WarmupState:
-    return _state
-
-
-def start_warmup(settings: Settings, cache: SessionCache) -> threading.Thread | None:
-    """Start loading the default model once per process; later calls do nothing."""
-    if not _started.acquire(blocking=False):
-        return None
-    thread = threading.Thread(target=warm, args=(settings, cache, _state), name="bgremove-warmup", daemon=True)
-    thread.start()
-    return thread
 
 
 def warm(settings: Settings, cache: SessionCache, state: WarmupState) -> None:

@@ -20,7 +20,6 @@ from bgremove.core.compose import (
     Composition,
     apply_roi,
     compose,
-    drop_shadow,
     resize_premultiplied,
     shadow_of,
     stack_vertically,
@@ -299,7 +298,7 @@ def soft_scene(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
 
 def coverage(alpha: np.ndarray, shadow: bool) -> np.ndarray:
     """How much of the backdrop the subject and its shadow hide."""
-    return alpha + drop_shadow(alpha, subject_box(alpha)) * (1 - alpha) if shadow else alpha
+    return alpha + shadow_of(alpha, subject_box(alpha)).full() * (1 - alpha) if shadow else alpha
 
 
 def float_composite(rgb: np.ndarray, alpha: np.ndarray, shadow: bool, behind: np.ndarray) -> np.ndarray:
@@ -332,7 +331,7 @@ def test_opaque_backdrops_match_the_float_formula_to_one_level(backdrop: str, sh
 @pytest.mark.parametrize("size", SIZES)
 def test_transparent_shadow_output_matches_the_float_formula(size: tuple[int, int]) -> None:
     rgb, alpha = soft_scene(size)
-    total = alpha + drop_shadow(alpha, subject_box(alpha)) * (1 - alpha)
+    total = alpha + shadow_of(alpha, subject_box(alpha)).full() * (1 - alpha)
     pixels = np.asarray(run(rgb, alpha, add_shadow=True).image).astype(float)
     assert np.abs(pixels[..., 3] - total * 255).max() <= 0.5 + 1e-3
     seen = pixels[..., 3] > 0
@@ -432,3 +431,10 @@ def test_stack_vertically_joins_masks_and_offsets_boxes() -> None:
     both = stack_vertically([one, one])
     assert both.image.size == (400, 600)
     assert both.foreground == Box(150, 100, 100, 360)
+
+
+@pytest.mark.parametrize("channels", ["rgba", "alpha"])
+def test_the_encoded_alpha_is_rounded_and_keeps_the_ends(channels: str) -> None:
+    alpha = np.array([[0.0, 1.0, 0.5, 0.2, 1 / 255, 0.999]], np.float32)
+    image = compose(np.full((1, 6, 3), 200, np.uint8), alpha, parse_options(channels=channels)).image
+    assert np.asarray(image.getchannel("A") if channels == "rgba" else image).tolist() == [[0, 255, 128, 51, 1, 255]]

@@ -86,11 +86,6 @@ def test_refinement_follows_the_photo_where_the_mask_is_blurry() -> None:
     assert np.abs(refined - true_alpha)[band].mean() < 0.6 * np.abs(plain - true_alpha)[band].mean()
 
 
-def test_alpha_to_uint8_rounds_and_keeps_the_ends() -> None:
-    alpha = np.array([[0.0, 1.0, 0.5, 0.2, 1 / 255, 0.999]], np.float32)
-    assert edges.alpha_to_uint8(alpha).tolist() == [[0, 255, 128, 51, 1, 255]]
-
-
 # ---------------------------------------------------------------- estimate_foreground
 def test_foreground_estimate_removes_the_old_background_from_soft_edges(
     red_disc_on_blue: tuple[np.ndarray, np.ndarray, np.ndarray],

@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -62,11 +63,16 @@ def test_without_decontamination_visible_pixels_keep_the_photo_colour(settings: 
 
 
 def test_decontamination_changes_only_see_through_pixels(settings: Settings, cache: SessionCache) -> None:
-    image = np.asarray(square_photo((100, 100)))
+    """A soft edge (the subject's border blurred into the dark background) gets the subject's colour back."""
+    image = cv2.GaussianBlur(np.asarray(square_photo((200, 200))), (0, 0), 4)
     out = np.asarray(decode_png(run(encode(Image.fromarray(image), "PNG"), settings, cache).data))
-    opaque = out[..., 3] == 255
+    opaque, see_through = out[..., 3] == 255, (out[..., 3] > 0) & (out[..., 3] < 255)
     changed = (out[..., :3] != image).any(axis=2) & (out[..., 3] > 0)
     assert not changed[opaque].any()
+    assert see_through.sum() > 1000 and changed[see_through].mean() > 0.9  # the edge pixels did change ...
+    subject = 235  # ... towards the subject's colour, away from the dark background mixed into them
+    before, after = (np.abs(pixels[see_through].astype(int) - subject).mean() for pixels in (image, out[..., :3]))
+    assert after < 0.7 * before
 
 
 def test_channels_alpha_and_the_only_mask_alias_give_the_same_grey_mask(settings: Settings, cache: SessionCache) -> None:

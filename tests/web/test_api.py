@@ -157,7 +157,12 @@ def test_format_zip_holds_colour_and_alpha_of_the_same_size(api: TestClient) -> 
     assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
     with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
         assert set(archive.namelist()) == {"color.jpg", "alpha.png"}
-        assert decode(archive.read("color.jpg")).size == decode(archive.read("alpha.png")).size == (200, 120)
+        color, alpha = decode(archive.read("color.jpg")), decode(archive.read("alpha.png"))
+    assert color.size == alpha.size == (200, 120) and color.mode == "RGB" and alpha.mode == "L"
+    cutout = np.asarray(decode(post_image(api, png_photo(), "pair.png").content))
+    assert np.array_equal(np.asarray(alpha), cutout[..., 3])  # the cutout's own alpha, not an opaque square
+    assert np.asarray(alpha)[0, 0] == 0 and np.asarray(alpha)[60, 100] == 255
+    assert np.asarray(color)[0, 0].min() > 245 and np.asarray(color)[60, 100].max() < 245  # on white: the photo shows
 
 
 def test_size_preview_stays_under_a_quarter_megapixel(api: TestClient) -> None:
@@ -449,8 +454,18 @@ def test_batch_without_files_is_422_naming_the_field(api: TestClient) -> None:
     assert "-F files=@" in response.json()["hint"]
 
 
-def test_after_all_of_that_the_server_is_healthy(api: TestClient) -> None:
+def test_refused_inputs_leave_the_server_healthy_and_serving(api: TestClient) -> None:
+    refused = [
+        post_image(api, b"not an image at all", "junk.png"),
+        post_image(api, bytes(2 * 1024 * 1024), "big.png"),  # over MAX_IMAGE_SIZE_MB=1
+        post_image(api, png_photo(), crop_margin="80%"),
+        api.post("/api/remove/batch", files={"files": ("bomb.zip", zip_of({"zeros.png": bytes(5 * 1024 * 1024)}))}),
+        api.post("/api/remove/batch", files={"files": ("empty.zip", zip_of({}))}),
+    ]
+    assert [response.status_code for response in refused] == [400, 413, 422, 413, 400]
     assert wait_ready(api)["ready"] is True
+    served = post_image(api, png_photo())
+    assert served.status_code == 200 and np.asarray(decode(served.content))[60, 100, 3] == 255
 
 
 # --- end to end: `python app.py` as users start it, the README's curl commands, the real model ------------
