@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import sys
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +18,60 @@ from PIL import Image
 
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings, load_settings
+from bgremove.jobs_client import API_KEY_ENV, SERVER_ENV
 from scripts import server
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# --- the shell stays out of the tests ----------------------------------------------------------------------
+
+# Every variable the app documents (each setting's names, aliases included), the jobs client's, and those rembg
+# reads for its model home and checksums: set in a developer's shell, each would change what the tests see.
+SHELL_VARIABLES = frozenset(
+    {
+        *(
+            name
+            for info in Settings.model_fields.values()
+            for name in getattr(info.validation_alias, "choices", [info.validation_alias])
+        ),
+        SERVER_ENV,
+        API_KEY_ENV,
+        "REMBG_HOME",
+        "U2NET_HOME",
+        "XDG_DATA_HOME",
+        "MODEL_CHECKSUM_DISABLED",
+    }
+)
+_PULLED_HOME = "BGREMOVE_TESTS_REAL_MODEL_HOME"  # passes REAL_MODEL_HOME to pytest-xdist's workers
+
+
+def pulled_model_home() -> Path:
+    """Where `python -m bgremove models pull` put the real model: the shell's REMBG_SESSION_PATH (or ./.env's),
+    read as the settings read it, else the default."""
+    from dotenv import dotenv_values
+
+    value = os.environ.get("REMBG_SESSION_PATH") or dotenv_values(ROOT / ".env").get("REMBG_SESSION_PATH") or ""
+    return load_settings({"REMBG_SESSION_PATH": value}).session_path
+
+
+REAL_MODEL_HOME = Path(os.environ.get(_PULLED_HOME) or pulled_model_home())
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Before any test module is imported (libraries such as Gradio read their variables at import): the
+    documented variables leave this process and every process it starts; tests set what they need."""
+    os.environ[_PULLED_HOME] = str(REAL_MODEL_HOME)
+    for name in SHELL_VARIABLES:
+        os.environ.pop(name, None)
+
+
+def python_first_on_path(folder: Path) -> dict[str, str]:
+    """This environment with `python` meaning the interpreter running the tests (for commands that say `python`,
+    such as the Dockerfile's), whatever the shell's PATH holds."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "python").unlink(missing_ok=True)
+    (folder / "python").symlink_to(sys.executable)
+    return {**os.environ, "PATH": f"{folder}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
 def build_brightness_model(path: Path, side: int = 320) -> Path:
@@ -120,7 +175,6 @@ def decode_png(data: bytes) -> Image.Image:
 
 # --- live servers (only where a client needs a socket) ----------------------------------------------------
 
-ROOT = Path(__file__).resolve().parents[1]
 LiveServer = server.LiveServer
 free_port = server.free_port
 start_server = server.start_server
@@ -130,6 +184,6 @@ stop_server = server.stop_server
 @pytest.fixture(scope="session")
 def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """The app as users start it (`python app.py`): default settings, the real isnet-general-use model."""
-    live = start_server(tmp_path_factory.mktemp("real-server"))
+    live = start_server(tmp_path_factory.mktemp("real-server"), REMBG_SESSION_PATH=str(REAL_MODEL_HOME))
     yield live
     stop_server(live)

@@ -26,7 +26,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.conftest import encode, free_port, square_photo, start_server, stop_server
+from tests.conftest import encode, free_port, python_first_on_path, square_photo, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -158,7 +158,7 @@ def test_build_stage_pull_command_runs(tmp_path, tiny_model):
     """The builder's RUN line as /bin/sh runs it (with a custom model instead of a download)."""
     pull = next(args for op, args in dockerfile_stages()[0] if op == "RUN" and "models pull" in args)
     command = pull.replace("/models", str(tmp_path / "models"))
-    env = {**os.environ, "MODEL": str(tiny_model), "PYTHONPATH": str(ROOT)}
+    env = {**python_first_on_path(tmp_path / "bin"), "MODEL": str(tiny_model), "PYTHONPATH": str(ROOT)}
     done = subprocess.run(["/bin/sh", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"{tiny_model}: {tiny_model}"
@@ -178,7 +178,7 @@ def test_image_env_serves_and_passes_its_healthcheck(tmp_path, tiny_model):
         port = server.url.rsplit(":", 1)[1]
         up = subprocess.run(
             check,
-            env={**os.environ, "GRADIO_SERVER_PORT": port, "HTTP_PROXY": "http://127.0.0.1:9"},
+            env={**python_first_on_path(tmp_path / "bin"), "GRADIO_SERVER_PORT": port, "HTTP_PROXY": "http://127.0.0.1:9"},
             capture_output=True,
             text=True,
             timeout=10,
@@ -187,7 +187,11 @@ def test_image_env_serves_and_passes_its_healthcheck(tmp_path, tiny_model):
     finally:
         stop_server(server)
     down = subprocess.run(
-        check, env={**os.environ, "GRADIO_SERVER_PORT": str(free_port())}, capture_output=True, text=True, timeout=10
+        check,
+        env={**python_first_on_path(tmp_path / "bin"), "GRADIO_SERVER_PORT": str(free_port())},
+        capture_output=True,
+        text=True,
+        timeout=10,
     )
     assert down.returncode != 0
 

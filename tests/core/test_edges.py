@@ -168,8 +168,10 @@ def test_real_model_finds_the_astronaut_but_not_a_blank_page_or_gravel() -> None
 
     from bgremove.core.settings import load_settings
     from bgremove.core.store import find_model_file
+    from tests.conftest import REAL_MODEL_HOME
 
-    path = find_model_file("isnet-general-use", load_settings({"DATA_DIR": "/tmp/bgremove-test-data"}))
+    settings = load_settings({"DATA_DIR": "/tmp/bgremove-test-data", "REMBG_SESSION_PATH": str(REAL_MODEL_HOME)})
+    path = find_model_file("isnet-general-use", settings)
     assert path is not None, "isnet-general-use is not on disk: run `python -m bgremove models pull` (scripts/test.sh does)"
     import onnxruntime as ort
 

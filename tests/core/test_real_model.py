@@ -17,7 +17,7 @@ from bgremove.core.options import parse_options
 from bgremove.core.pipeline import Result, remove_background
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings, load_settings
-from tests.conftest import decode_png
+from tests.conftest import REAL_MODEL_HOME, decode_png
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_model]
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def real() -> tuple[Settings, SessionCache]:
-    settings = load_settings({"DATA_DIR": "/tmp/bgremove-test-data"})
+    settings = load_settings({"DATA_DIR": "/tmp/bgremove-test-data", "REMBG_SESSION_PATH": str(REAL_MODEL_HOME)})
     assert settings.model_name == "isnet-general-use"
     return settings, SessionCache(settings)
 
@@ -93,6 +93,7 @@ def test_cli_on_a_folder_of_photos_with_no_network(tmp_path: Path) -> None:
         "HTTP_PROXY": "http://127.0.0.1:9",
         "NO_PROXY": "",
         "DATA_DIR": str(tmp_path / "data"),
+        "REMBG_SESSION_PATH": str(REAL_MODEL_HOME),
     }
     done = subprocess.run(
         [sys.executable, "-m", "bgremove", "remove", str(photos), "-o", str(tmp_path / "out"), "--json"],

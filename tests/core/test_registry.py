@@ -15,6 +15,7 @@ from skimage import data as skdata
 from bgremove.core.engines import image_tensor
 from bgremove.core.registry import CATALOG, Birefnet, Cloth, min_max
 from bgremove.core.sessions import SessionCache
+from tests.conftest import REAL_MODEL_HOME
 from tests.core.conftest import build_cloth_model, build_square_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,9 +137,9 @@ def test_constant_output_is_all_background():
 @pytest.mark.slow
 def test_real_isnet_matches_rembg(make_settings, monkeypatch):
     """The real isnet-general-use: our masks are rembg's new_session(...).predict within 2/255."""
-    home = Path("~/.rembg").expanduser()
+    home = REAL_MODEL_HOME
     assert (home / "models" / "isnet-general-use" / "isnet-general-use.onnx").is_file(), (
-        "isnet-general-use is not in ~/.rembg: run `python -m bgremove models pull` (scripts/test.sh does)"
+        f"isnet-general-use is not in {home}: run `python -m bgremove models pull` (scripts/test.sh does)"
     )
     monkeypatch.setenv("REMBG_HOME", str(home))
     monkeypatch.setenv("U2NET_HOME", str(home))

@@ -21,12 +21,11 @@ from PIL import Image
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings, load_settings
 from bgremove.web.app import create_app
+from tests.conftest import REAL_MODEL_HOME  # the real isnet-general-use weights, where the pull put them
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
-# The real isnet-general-use weights live here; servers whose default is the tiny model may still name it.
-REAL_MODEL_HOME = Path("~/.rembg").expanduser()
 NOT_AN_IMAGE = b"Shopping list: milk, eggs, bread.\nThis is a text file wearing a .png name.\n"
 
 

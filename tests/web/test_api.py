@@ -20,7 +20,7 @@ from PIL import Image
 from bgremove.core.fetch import PRIVATE_HINT
 from bgremove.core.options import field_extra
 from bgremove.web.app import create_app
-from tests.conftest import decode_png, encode, square_photo, zip_of
+from tests.conftest import REAL_MODEL_HOME, decode_png, encode, square_photo, zip_of
 from tests.web.conftest import (
     FlakyCache,
     FlakyModel,
@@ -487,7 +487,7 @@ def test_readme_curl_commands_against_python_app_py(tmp_path: Path) -> None:
         archive.write(tmp_path / "image.jpg", "image.jpg")
         coffee = skdata.coffee()  # type: ignore[no-untyped-call]
         archive.writestr("coffee.jpg", encode(Image.fromarray(coffee), "JPEG"))
-    server = start_server(tmp_path / "server")
+    server = start_server(tmp_path / "server", REMBG_SESSION_PATH=str(REAL_MODEL_HOME))
     try:
 
         def curl(*args: str) -> None:
