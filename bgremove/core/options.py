@@ -8,6 +8,12 @@ Names follow remove.bg's API where the meaning is the same (size, crop, crop_mar
 bg_color, scale, position, roi, add_shadow) and rembg's for the rest (alpha_matting_*, post_process_mask).
 Each field carries `json_schema_extra` for the doors: `label` (UI), `group` (basic / advanced / api: where the
 UI shows it), `hint` (what to do when the value is refused) and, for text options, `example`.
+
+Options are parsed once: a text option (crop_margin, scale, position, roi, bg_color) is validated as a string in
+its grammar and held as a typed value (`Sides`, a fraction, a pair, a `Region`, an RGBA tuple); dumps give its
+canonical text back, so JSON, forms and the JSON schema see strings (`Grammar`). A field's `Tag`s tell the
+pipeline what it must treat specially (`tagged`, `in_effect`): a new option that changes the geometry or is
+counted in input pixels gets its tag here and nothing else to edit.
 """
 
 from __future__ import annotations
