@@ -24,6 +24,13 @@ from tests.removebg.conftest import KEY, SettingsFactory, alpha_of, blank, build
 from tests.web.conftest import GatedCache, running
 
 PHOTO = photo()  # 400 x 300, subject at left 100, top 75, 200 x 150
+
+
+def photo_of(index: int) -> bytes:
+    """A photo of its own per index (the same one twice would share a forward pass)."""
+    return encode(square_photo((120, 80 + index)), "PNG")
+
+
 BOX = {"x-foreground-left": "100", "x-foreground-top": "75", "x-foreground-width": "200", "x-foreground-height": "150"}
 
 
@@ -427,7 +434,8 @@ def test_full_queue_answers_429_with_retry_after_and_drains(removebg_settings: S
     settings = removebg_settings(MAX_CONCURRENT_INFERENCES="1", MAX_QUEUE_SIZE="1")
     cache = GatedCache(settings)
     with running(build_app(settings, cache)) as gated, ThreadPoolExecutor(2) as pool:
-        held = [pool.submit(post, gated) for _ in range(2)]
+        # two different photos: requests for one photo share a single forward pass (the prediction cache)
+        held = [pool.submit(gated.post, "/v1.0/removebg", files={"image_file": ("p.png", photo_of(i))}) for i in range(2)]
         assert cache.entered.acquire(timeout=30)  # one request is inside the model ...
         while cache.waiting < 1:  # ... and one waits for the slot
             threading.Event().wait(0.01)

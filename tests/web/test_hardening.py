@@ -172,7 +172,8 @@ def test_overload_answers_503_with_retry_after_and_the_queue_drains(module_setti
     settings = module_settings(MAX_CONCURRENT_INFERENCES="1", MAX_QUEUE_SIZE="2")
     cache = GatedCache(settings)
     with running(create_app(settings, cache=cache, ui=False)) as client, ThreadPoolExecutor(3) as pool:
-        held = [pool.submit(client.post, "/api/remove", files={"file": ("p.png", photo_png((160, 100)))}) for _ in range(3)]
+        # three different photos: requests for one photo share a single forward pass (the prediction cache)
+        held = [pool.submit(client.post, "/api/remove", files={"file": ("p.png", photo_png((160, 100 + i)))}) for i in range(3)]
         assert cache.entered.acquire(timeout=30)  # one request is inside the model ...
         while cache.waiting < 2:  # ... and two wait for the slot: MAX_CONCURRENT_INFERENCES + MAX_QUEUE_SIZE in flight
             threading.Event().wait(0.01)
