@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import zipfile
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from bgremove.batch.engine import MANIFEST_NAME, ItemResult, build_manifest
+
+PARTIAL_SUFFIX = ".partial"  # a temp file of write_atomically: never a finished output
 
 
 class Sink(Protocol):
@@ -72,12 +75,31 @@ class MemorySink:
 
 
 def write_atomically(target: Path, data: bytes) -> None:
-    """Write to a hidden temp file beside `target`, then rename over it."""
+    """Write a hidden temp file beside `target`, fsync it, rename it over `target`, fsync the folder.
+
+    The one write for everything durable (folder outputs, manifests, job inputs and outputs): after a crash or
+    a power cut `target` is either absent or whole. A leftover `PARTIAL_SUFFIX` file is the only trace a kill
+    can leave (the job store removes those on start).
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    partial = target.with_name(f".{target.name}.{os.getpid()}{PARTIAL_SUFFIX}")
     try:
-        partial.write_bytes(data)
+        with open(partial, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(partial, target)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+    fsync_folder(target.parent)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable (no-op where folders cannot be opened, e.g. Windows)."""
+    with contextlib.suppress(OSError):
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
