@@ -26,6 +26,8 @@ from typing import IO, Any, TextIO
 
 import httpx
 
+from bgremove.cli_flags import add_option_flags, options_from_args
+
 DEFAULT_SERVER = "http://127.0.0.1:7860"
 SERVER_ENV = "BGREMOVE_SERVER"
 API_KEY_ENV = "BGREMOVE_API_KEY"
@@ -60,8 +62,6 @@ class JobsCommandError(Exception):
 
 def add_jobs_commands(subparsers: Any) -> argparse.ArgumentParser:
     """Add `jobs submit|status|fetch|cancel|list` to the CLI's subparsers; run them with `run_jobs_command`."""
-    from bgremove.cli import add_option_flags
-
     jobs: argparse.ArgumentParser = subparsers.add_parser(
         "jobs",
         help="batch jobs on a server: submit, follow, fetch (survive timeouts)",
@@ -173,7 +173,6 @@ def run_jobs_command(
 
 
 def _submit(api: JobsClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from bgremove.cli import options_from_args
     from bgremove.core.errors import BgRemoveError
 
     if args.output is not None and not args.wait:
