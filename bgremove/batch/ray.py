@@ -46,8 +46,8 @@ from bgremove.batch.engine import (
 )
 from bgremove.batch.executors import RayUnavailable, connect_ray
 from bgremove.batch.executors import import_ray as _import_ray
-from bgremove.batch.sinks import write_atomically
 from bgremove.core.errors import BgRemoveError, InvalidOption
+from bgremove.core.files import write_atomically
 from bgremove.core.options import RemovalOptions
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings

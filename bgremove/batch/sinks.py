@@ -3,16 +3,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import zipfile
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 from bgremove.batch.engine import MANIFEST_NAME, ItemResult, build_manifest
-
-PARTIAL_SUFFIX = ".partial"  # a temp file of write_atomically: never a finished output
+from bgremove.core.files import write_atomically
 
 
 class Sink(Protocol):
@@ -42,7 +39,7 @@ class ZipSink:
 
 
 class FolderSink:
-    """Outputs written under a folder (write, then rename: an interrupted run leaves no truncated file)."""
+    """Outputs written under a folder (`write_atomically`: an interrupted run leaves no truncated file)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -72,34 +69,3 @@ class MemorySink:
 
     def close(self, model: str) -> dict[str, Any]:
         return build_manifest(self.items, model)
-
-
-def write_atomically(target: Path, data: bytes) -> None:
-    """Write a hidden temp file beside `target`, fsync it, rename it over `target`, fsync the folder.
-
-    The one write for everything durable (folder outputs, manifests, job inputs and outputs): after a crash or
-    a power cut `target` is either absent or whole. A leftover `PARTIAL_SUFFIX` file is the only trace a kill
-    can leave (the job store removes those on start).
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}{PARTIAL_SUFFIX}")
-    try:
-        with open(partial, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, target)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    fsync_folder(target.parent)
-
-
-def fsync_folder(folder: Path) -> None:
-    """Make a rename in `folder` durable (no-op where folders cannot be opened, e.g. Windows)."""
-    with contextlib.suppress(OSError):
-        descriptor = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)

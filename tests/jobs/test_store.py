@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 from bgremove.batch.engine import BatchInput, process_item
 from bgremove.batch.jobs import BackgroundCache, JobRunner, JobStore
-from bgremove.batch.sinks import write_atomically
 from bgremove.core.errors import UnsupportedFormat
+from bgremove.core.files import write_atomically
 from bgremove.core.options import RemovalOptions
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings

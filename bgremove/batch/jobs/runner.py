@@ -25,8 +25,8 @@ from bgremove.batch.jobs.background import BackgroundCache, lower_thread_priorit
 from bgremove.batch.jobs.callbacks import post_callback
 from bgremove.batch.jobs.models import Job
 from bgremove.batch.jobs.store import JobStore, storage_error
-from bgremove.batch.sinks import write_atomically
 from bgremove.core.errors import BgRemoveError
+from bgremove.core.files import write_atomically
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings
 

@@ -1,6 +1,6 @@
 """The job store: jobs and items in SQLite, inputs and outputs under DATA_DIR/jobs, owners as keyed hashes.
 
-The crash rule is one ordering: an output is written atomically (`batch.sinks.write_atomically`: temp file,
+The crash rule is one ordering: an output is written atomically (`core.files.write_atomically`: temp file,
 fsync, rename) and only THEN is its item marked done, in one transaction. After a crash at any point an item
 is either done with its output on disk, or pending and run again (its output, if any, is overwritten). The
 result zip is built from the item rows, so every input appears in it exactly once. `recover` removes
@@ -41,9 +41,9 @@ from bgremove.batch.jobs.models import (
     item_from_row,
     job_from_row,
 )
-from bgremove.batch.sinks import PARTIAL_SUFFIX, write_atomically
 from bgremove.core import store as model_store
 from bgremove.core.errors import BgRemoveError, ConfigError, StorageFull
+from bgremove.core.files import PARTIAL_SUFFIX, write_atomically
 from bgremove.core.options import RemovalOptions
 from bgremove.core.settings import Settings
 
