@@ -124,35 +124,37 @@ class RayExecutor:
         window = max(1, int(ray.cluster_resources().get("CPU", 1)))
         queue = iter(work)
         in_flight: dict[Any, ItemWork] = {}
-        while True:
-            while len(in_flight) < window and should_continue():
-                item = next(queue, None)
-                if item is None:
-                    break
-                data = item.path.read_bytes()
-                ref = task.remote(self.settings, options, item.name, data, item.index, item.output, bg_image)
-                in_flight[ref] = item
-            if not in_flight:
-                return
-            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=self.poll_seconds)
-            for ref in ready:
-                item = in_flight.pop(ref)
-                try:
-                    result = ray.get(ref)
-                except Exception as exc:  # the task's worker died or Ray failed: this file only
-                    result = ItemResult(
-                        item.index,
-                        item.name,
-                        "failed",
-                        model=options.model or PurePosixPath(self.settings.model_name).name,
-                        error=f"{item.name} failed on the Ray cluster ({type(exc).__name__}).",
-                        hint="Retry the job; check the Ray cluster's logs if it happens again.",
-                    )
-                yield result
-            if not should_continue():
-                for ref in in_flight:
-                    ray.cancel(ref)
-                return
+        try:
+            while True:
+                while len(in_flight) < window and should_continue():
+                    item = next(queue, None)
+                    if item is None:
+                        break
+                    data = item.path.read_bytes()
+                    ref = task.remote(self.settings, options, item.name, data, item.index, item.output, bg_image)
+                    in_flight[ref] = item
+                if not in_flight:
+                    return
+                ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=self.poll_seconds)
+                for ref in ready:
+                    item = in_flight.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except Exception as exc:  # the task's worker died or Ray failed: this file only
+                        result = ItemResult(
+                            item.index,
+                            item.name,
+                            "failed",
+                            model=options.model or PurePosixPath(self.settings.model_name).name,
+                            error=f"{item.name} failed on the Ray cluster ({type(exc).__name__}).",
+                            hint="Retry the job; check the Ray cluster's logs if it happens again.",
+                        )
+                    yield result
+                if not should_continue():
+                    return
+        finally:  # stopped, or the caller gave up (its commit failed): nothing keeps running for nobody
+            for ref in in_flight:
+                ray.cancel(ref)
 
 
 def executor_for(settings: Settings, cache: SessionCache, *, poll_seconds: float = 1.0) -> ItemExecutor:
