@@ -26,6 +26,9 @@ from typing import IO, Any, TextIO
 
 import httpx
 
+from bgremove.cli_flags import add_option_flags, options_from_args
+from bgremove.core.files import atomic_file
+
 DEFAULT_SERVER = "http://127.0.0.1:7860"
 SERVER_ENV = "BGREMOVE_SERVER"
 API_KEY_ENV = "BGREMOVE_API_KEY"
@@ -60,8 +63,6 @@ class JobsCommandError(Exception):
 
 def add_jobs_commands(subparsers: Any) -> argparse.ArgumentParser:
     """Add `jobs submit|status|fetch|cancel|list` to the CLI's subparsers; run them with `run_jobs_command`."""
-    from bgremove.cli import add_option_flags
-
     jobs: argparse.ArgumentParser = subparsers.add_parser(
         "jobs",
         help="batch jobs on a server: submit, follow, fetch (survive timeouts)",
@@ -173,7 +174,6 @@ def run_jobs_command(
 
 
 def _submit(api: JobsClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from bgremove.cli import options_from_args
     from bgremove.core.errors import BgRemoveError
 
     if args.output is not None and not args.wait:
@@ -337,7 +337,7 @@ class JobsClient:
         as_zip = target.suffix.lower() == ".zip" and not target.is_dir()
         folder = target.parent if as_zip else target
         folder.mkdir(parents=True, exist_ok=True)
-        partial = folder / f".bgremove-job-{job_id}.zip.partial"
+        download = target if as_zip else folder / f".bgremove-job-{job_id}.zip"  # unpacked into the folder, then removed
         try:
             with self.http.stream("GET", self.url(f"/{job_id}/result"), headers=self.headers) as response:
                 if response.is_error:
@@ -345,7 +345,7 @@ class JobsClient:
                     _raise_for_error(response)
                 length = int(response.headers.get("content-length", 0)) or None
                 with (
-                    open(partial, "wb") as handle,
+                    atomic_file(download) as handle,
                     tqdm(
                         total=length,
                         unit="B",
@@ -360,17 +360,16 @@ class JobsClient:
                     for chunk in response.iter_bytes(1 << 16):
                         handle.write(chunk)
                         bar.update(len(chunk))
-            if as_zip:
-                os.replace(partial, target)
-                return target
-            unpack(partial, target)
+            if not as_zip:
+                unpack(download, target)
             return target
         except httpx.HTTPError as exc:
             raise JobsCommandError(
                 f"downloading the result from {self.server} failed ({exc}).", "Run `bgremove jobs fetch ID -o OUT` again."
             ) from exc
         finally:
-            partial.unlink(missing_ok=True)
+            if not as_zip:
+                download.unlink(missing_ok=True)
 
 
 def _raise_for_error(response: httpx.Response) -> None:
@@ -423,7 +422,5 @@ def unpack(zip_path: Path, folder: Path) -> None:
                 continue
             if name.is_absolute() or ".." in name.parts:
                 raise JobsCommandError(f"the result holds an unsafe name {info.filename!r}; nothing was written there.")
-            target = folder.joinpath(*name.parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open(info) as source, open(target, "wb") as handle:
+            with archive.open(info) as source, atomic_file(folder.joinpath(*name.parts)) as handle:
                 shutil.copyfileobj(source, handle)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command from the README (CI's .ci/run calls it): installs what the tests need, provisions Chromium
-# and the real model, runs the static gates (ruff lint + format check, mypy), then every pytest tier.
+# and the real model, runs the static gates (ruff lint + format check, mypy, scripts/check_structure.py: no import
+# circle, no module of bgremove/ over 600 lines), then every pytest tier.
 # Extra arguments go to pytest: `bash scripts/test.sh -k api`. The everyday fast tier is
 # `python -m pytest -m "not slow" -n auto` (no install, no browser, no real model).
 set -euo pipefail
@@ -26,5 +27,7 @@ python -m ruff check .
 python -m ruff format --check .
 echo "== mypy"
 python -m mypy bgremove app.py
+echo "== structure (no import circle, no module over 600 lines)"
+python scripts/check_structure.py
 echo "== pytest"
 python -m pytest -q "$@"

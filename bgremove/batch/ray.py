@@ -24,8 +24,6 @@ import io
 import json
 import logging
 import math
-import os
-import socket
 import time
 import zipfile
 from collections.abc import Callable, Sequence
@@ -46,8 +44,10 @@ from bgremove.batch.engine import (
     output_names,
     process_item,
 )
-from bgremove.batch.sinks import write_atomically
+from bgremove.batch.executors import RayUnavailable, connect_ray
+from bgremove.batch.executors import import_ray as _import_ray
 from bgremove.core.errors import BgRemoveError, InvalidOption
+from bgremove.core.files import write_atomically
 from bgremove.core.options import RemovalOptions
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings
@@ -57,14 +57,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install -r requirements-ray.txt"
 LOCAL_SOURCE = -1  # a row's `source` when it is a path on the (shared) local disk
 CHECKPOINT_SECONDS = 10.0
 IMAGE_FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
-
-
-class RayUnavailable(BgRemoveError):
-    """Ray is not installed, or the cluster at --address cannot be reached."""
 
 
 # --- where things live: local paths or pyarrow.fs / fsspec URIs --------------------------------------
@@ -389,12 +384,8 @@ class RayBatchReport:
 
 
 def import_ray() -> Any:
-    try:
-        import ray
-        import ray.data  # ray without the [data] extra has no ray.data
-    except ImportError as exc:
-        raise RayUnavailable(f"--engine ray needs Ray ({exc.name or 'ray'} is not installed): {INSTALL_HINT}", hint="") from None
-    return ray
+    """Ray with Ray Data, or RayUnavailable in one line saying what to install."""
+    return _import_ray("--engine ray", data=True)
 
 
 def run_ray_batch(
@@ -452,48 +443,11 @@ def _write_manifest(plan: RayBatchPlan, manifest: dict[str, Any]) -> None:
 
 
 def connect(address: str | None = None, *, num_cpus: int | None = None, workers: int | None = None) -> None:
-    """ray.init for this engine: a new local instance (address None) or the cluster at `address`,
-    no dashboard, no usage stats, and this package shipped to every worker. Call it yourself (and
-    ray.shutdown after) to reuse one Ray across several `run_ray_batch` calls."""
-    import bgremove
-
-    ray = import_ray()
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phoning home, on air-gapped machines too
-    kwargs: dict[str, Any] = {
-        "include_dashboard": False,
-        "logging_level": logging.WARNING,
-        # Workers import bgremove from this upload: nodes need requirements*.txt installed, not our code.
-        # (Ray accepts local directories only here, at the job level, not per actor.)
-        "runtime_env": {"py_modules": [bgremove]},
-    }
-    if address is None:
-        # A new local instance; with --workers above the core count, the user asked to oversubscribe.
-        kwargs["num_cpus"] = num_cpus or max(os.cpu_count() or 1, workers or 0)
-    else:
-        _check_reachable(address)
-    try:
-        ray.init(address=address or "local", **kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise RayUnavailable(
-            f"Could not start or join Ray at {address or 'a new local instance'} ({exc}).",
-            hint="Check --address (host:6379, auto or ray://host:10001), that the cluster runs the same "
-            "Ray and Python versions and, if it uses token auth, RAY_AUTH_MODE=token with its "
-            "token in ~/.ray/auth_token or RAY_AUTH_TOKEN.",
-        ) from exc
-
-
-def _check_reachable(address: str) -> None:
-    """A host:port nobody listens on makes ray.init retry for minutes; say so in seconds instead."""
-    host, _, port = address.rpartition(":")
-    if "://" in address or not host or not port.isdigit():  # auto, ray://...: Ray's own lookup and timeouts
-        return
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
-    except OSError as exc:
-        raise RayUnavailable(
-            f"No Ray cluster answers at {address} ({exc.strerror or exc}).",
-            hint="Start one with `ray start --head` (it prints the address), or leave out --address for a local one.",
-        ) from None
+    """Join Ray with the one recipe (`bgremove.batch.executors.connect_ray`, as JOB_EXECUTOR=ray does): a new
+    local instance (address None) or the cluster at `address`, this package shipped to every worker. Call it
+    yourself (and ray.shutdown after) to reuse one Ray across several `run_ray_batch` calls."""
+    import_ray()
+    connect_ray(address, num_cpus=num_cpus, workers=workers)
 
 
 def _pool_size(ray: Any, workers: int | None, gpus_per_worker: float, rows: int) -> int:

@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 from bgremove.batch.engine import MANIFEST_NAME, ItemResult, build_manifest
+from bgremove.core.files import write_atomically
 
 
 class Sink(Protocol):
@@ -39,7 +39,7 @@ class ZipSink:
 
 
 class FolderSink:
-    """Outputs written under a folder (write, then rename: an interrupted run leaves no truncated file)."""
+    """Outputs written under a folder (`write_atomically`: an interrupted run leaves no truncated file)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -56,15 +56,3 @@ class FolderSink:
         manifest = build_manifest(self.items, model)
         write_atomically(self.root / MANIFEST_NAME, json.dumps(manifest, indent=2).encode())
         return manifest
-
-
-def write_atomically(target: Path, data: bytes) -> None:
-    """Write to a hidden temp file beside `target`, then rename over it."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    try:
-        partial.write_bytes(data)
-        os.replace(partial, target)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise

@@ -32,6 +32,8 @@ from bgremove.core.errors import BgRemoveError, ImageTooLarge, UrlFetchFailed, U
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
 
+    from bgremove.core.settings import Settings
+
 __all__ = [
     "FetchPolicy",
     "ResolvedAddress",
@@ -68,6 +70,16 @@ class FetchPolicy:
     allow_private_networks: bool = False  # URL_ALLOW_PRIVATE_NETWORKS
     # Extra networks allowed even though they are not public, e.g. one LAN image server; tests use 127.0.0.1/32.
     allowed_networks: tuple[IPNetwork, ...] = field(default=())
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, max_bytes: int, max_redirects: int = 5) -> FetchPolicy:
+        """The URL rules every fetch shares (URL_ALLOW_PRIVATE_NETWORKS, URL_FETCH_TIMEOUT_SECONDS), with its own limits."""
+        return cls(
+            max_bytes=max_bytes,
+            timeout_seconds=settings.url_fetch_timeout_seconds,
+            max_redirects=max_redirects,
+            allow_private_networks=settings.url_allow_private_networks,
+        )
 
     def __post_init__(self) -> None:
         if self.max_bytes < 0 or self.max_redirects < 0 or not self.timeout_seconds > 0:

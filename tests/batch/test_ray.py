@@ -34,6 +34,34 @@ def run_cli(*args: str, env: dict[str, str], code: str | None = None) -> subproc
     return subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
 
 
+def shipped_modules() -> set[str]:
+    """The bgremove modules a Ray worker finds in the job's runtime_env upload (none when nothing was shipped).
+
+    Looked for on the worker's path rather than by importing: on this machine the driver's folder (the checkout)
+    is on the workers' path too, while a remote node has only the upload."""
+    import ray
+
+    @ray.remote
+    def shipped() -> list[str]:
+        found: list[str] = []
+        for entry in map(Path, sys.path):
+            if "py_modules_files" in entry.parts and (entry / "bgremove" / "__init__.py").is_file():
+                found.extend(path.relative_to(entry).as_posix() for path in (entry / "bgremove").rglob("*.py"))
+        return found
+
+    return set(ray.get(shipped.remote()))
+
+
+def assert_the_package_is_shipped() -> None:
+    """The one Ray recipe's mark (bgremove.batch.executors.ray_init_arguments): this package as a py_module."""
+    import ray
+
+    shipped = ray.get_runtime_context().runtime_env.get("py_modules") or []
+    assert len(shipped) == 1 and shipped[0].endswith(".zip"), shipped  # gcs://_ray_pkg_<hash of bgremove/>.zip
+    checkout = {path.relative_to(ROOT).as_posix() for path in (ROOT / "bgremove").rglob("*.py")}
+    assert shipped_modules() == checkout
+
+
 def without_seconds(manifest: dict[str, Any]) -> dict[str, Any]:
     return {**manifest, "items": [{k: v for k, v in item.items() if k != "seconds"} for item in manifest["items"]]}
 
@@ -128,6 +156,12 @@ def run_ray(
 
     plan = ray_engine.plan_batch([source], out, options, settings=settings)
     return ray_engine.run_ray_batch(plan, workers=2, on_result=on_result)
+
+
+@pytest.mark.slow
+def test_the_engine_ships_this_package_to_the_workers(ray_cluster: str) -> None:
+    """`connect` (the CLI's --engine ray) joins with the recipe JOB_EXECUTOR=ray uses (tests/jobs/test_ray.py)."""
+    assert_the_package_is_shipped()
 
 
 @pytest.mark.slow

@@ -10,7 +10,8 @@ from typing import Any, Literal, get_args, get_origin
 import pytest
 from pydantic.fields import FieldInfo
 
-from bgremove.cli import SHORT_FLAGS, build_parser, main, options_from_args
+from bgremove.cli import build_parser, main
+from bgremove.cli_flags import SHORT_FLAGS, options_from_args
 from bgremove.core.errors import InvalidOption
 from bgremove.core.options import RemovalOptions, field_extra, input_type, parse_options
 

@@ -15,6 +15,7 @@ from bgremove.batch.jobs import JobRunner
 from bgremove.core.options import RemovalOptions
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings
+from tests.batch.test_ray import assert_the_package_is_shipped
 from tests.jobs.conftest import photo
 
 pytestmark = pytest.mark.slow
@@ -37,6 +38,7 @@ def test_a_job_runs_on_ray(jobs_settings: Callable[..., Settings], tmp_path: Pat
         assert status == "done"
         buffer = io.BytesIO()
         manifest = runner.store.write_result(job.id, "", buffer)
+        assert_the_package_is_shipped()  # the Ray the runner joined: the CLI's recipe (tests/batch/test_ray.py)
     finally:
         runner.close()
         ray.shutdown()

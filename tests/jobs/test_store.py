@@ -10,8 +10,9 @@ import zipfile
 from collections.abc import Callable
 
 from bgremove.batch.engine import BatchInput, process_item
-from bgremove.batch.jobs import BackgroundCache, JobRunner, JobStore, write_durably
+from bgremove.batch.jobs import BackgroundCache, JobRunner, JobStore
 from bgremove.core.errors import UnsupportedFormat
+from bgremove.core.files import write_atomically
 from bgremove.core.options import RemovalOptions
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings
@@ -43,7 +44,7 @@ def test_a_crash_at_any_point_resumes_with_every_input_exactly_once(jobs_setting
         source = BatchInput(item.filename, path=store.input_path(job.id, item.index))
         result = process_item(source, RemovalOptions(), settings=settings, cache=cache, index=item.index, output=item.planned)
         assert result.data is not None and result.output is not None
-        write_durably(store.output_path(job.id, result.output), result.data)
+        write_atomically(store.output_path(job.id, result.output), result.data)
         if commit:
             assert store.commit_item(job.id, result, len(result.data))
     (store.output_path(job.id, "p2.png").parent / ".p2.png.4242.partial").write_bytes(b"half a png")
