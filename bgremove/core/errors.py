@@ -47,6 +47,15 @@ class InvalidOption(BgRemoveError):
     """A removal option (threshold, colour, model name) is out of range."""
 
 
+class InvalidHint(InvalidOption):
+    """A keep / remove hint image that cannot be used: not an image, or not drawn over this photo (aspect ratio)."""
+
+    default_hint = (
+        "Send the strokes as an image of the photo's shape (any size): white strokes on black, "
+        "or strokes on a transparent layer, as PNG, JPEG or WebP."
+    )
+
+
 class ModelUnavailable(BgRemoveError):
     """The model is unknown, not on disk and cannot be pulled, or fails to load."""
 

@@ -486,6 +486,24 @@ IMAGE_INPUTS: dict[str, ImageInput] = {
         hint="Send the background as a file field named `bg_image` (PNG, JPEG or WebP).",
         per_photo=False,
     ),
+    "keep_mask": ImageInput(
+        name="keep_mask",
+        label="Keep strokes",
+        description="Touch-up: strokes over parts the cutout should keep (white on black, or painted on a "
+        "transparent layer; any size with the photo's aspect ratio). The region a stroke touches comes back.",
+        hint="Send the keep strokes as a file field named `keep_mask`: an image of the photo's shape, white strokes "
+        "on black or strokes on a transparent layer.",
+        per_photo=True,
+    ),
+    "remove_mask": ImageInput(
+        name="remove_mask",
+        label="Remove strokes",
+        description="Touch-up: strokes over parts the cutout should drop (white on black, or painted on a "
+        "transparent layer; any size with the photo's aspect ratio). The region a stroke touches goes.",
+        hint="Send the remove strokes as a file field named `remove_mask`: an image of the photo's shape, white "
+        "strokes on black or strokes on a transparent layer.",
+        per_photo=True,
+    ),
 }
 CONSISTENCY_HINT = "Typical values: foreground 240, background 10."
 

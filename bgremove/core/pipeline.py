@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from bgremove.core import codecs, compose, edges, matting
+from bgremove.core import codecs, compose, edges, matting, touchup
 from bgremove.core.observability import INFERENCE
 from bgremove.core.options import RemovalOptions, Tag, in_effect, tagged
 from bgremove.core.predictions import photo_key
@@ -97,11 +97,15 @@ def remove_background(
     settings: Settings,
     cache: SessionCache,
     bg_image: bytes | None = None,
+    keep_mask: bytes | None = None,
+    remove_mask: bytes | None = None,
 ) -> Result:
     """Remove the background of one image and shape the output as `options` ask.
 
-    Raises UnsupportedFormat, ImageTooLarge, CorruptImage, InvalidOption or ModelUnavailable, each with a
-    message and a hint a person can act on.
+    `keep_mask` / `remove_mask`: touch-up strokes over the photo (see `bgremove.core.touchup`); the photo's cached
+    prediction is reused, so a touch-up after a first request costs no forward pass.
+    Raises UnsupportedFormat, ImageTooLarge, CorruptImage, InvalidOption (InvalidHint) or ModelUnavailable, each
+    with a message and a hint a person can act on.
     """
     label = filename or "the upload"
     started = time.perf_counter()
@@ -112,6 +116,7 @@ def remove_background(
         codecs.decode_background(bg_image, "bg_image", settings, target_profile=decoded.icc_profile) if bg_image else None
     )
     image = decoded.image
+    hints = touchup.read_hints(keep_mask, remove_mask, image.size, settings)  # refused before the model runs
     rgb = np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
     stages["decode"] = _lap(started)
 
@@ -136,7 +141,8 @@ def remove_background(
     confidence, found = edges.subject_confidence(prediction.raw)
     input_alpha = np.asarray(image.getchannel("A"), dtype=np.float32) / 255.0 if image.mode == "RGBA" else None
     rgb, input_alpha = _at_working_size(rgb, input_alpha, options)
-    alphas = [_alpha(mask, rgb, input_alpha, options) for mask in prediction.masks]
+    marks = hints.at(rgb.shape[1], rgb.shape[0]) if hints else None
+    alphas = [_alpha(mask, rgb, input_alpha, options, marks) for mask in prediction.masks]
     stages["alpha"] = _lap(mark)
 
     mark = time.perf_counter()
@@ -196,9 +202,17 @@ def _at_working_size(
     return compose.resize_premultiplied(rgb, input_alpha, size)
 
 
-def _alpha(mask: np.ndarray, rgb: np.ndarray, input_alpha: np.ndarray | None, options: RemovalOptions) -> np.ndarray:
-    """One model mask -> float alpha at full resolution, with the options that act on the mask."""
+def _alpha(
+    mask: np.ndarray,
+    rgb: np.ndarray,
+    input_alpha: np.ndarray | None,
+    options: RemovalOptions,
+    marks: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """One model mask -> float alpha at full resolution, with the touch-up strokes and the options that act on the mask."""
     alpha = edges.full_resolution_alpha(mask, rgb)
+    if marks is not None:
+        alpha = touchup.apply(alpha, rgb, *marks)
     if options.post_process_mask:
         alpha = matting.smooth_mask(alpha)
     if options.alpha_matting:
