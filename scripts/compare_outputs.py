@@ -67,6 +67,7 @@ def _jpeg(image: Any) -> bytes:
 
 def dump(model: str) -> dict[str, str]:
     """sha256 of every (photo, option set) output of the bgremove found on sys.path."""
+    import bgremove
     from bgremove.core.options import parse_options
     from bgremove.core.pipeline import remove_background
     from bgremove.core.sessions import SessionCache
@@ -77,7 +78,7 @@ def dump(model: str) -> dict[str, str]:
         cache = SessionCache(settings)
         images = photos()
         background = images["coffee.png"]
-        hashes = {}
+        hashes = {"source": str(Path(bgremove.__file__).parent)}
         for name, data in images.items():
             for number, values in enumerate(OPTION_SETS):
                 values = dict(values)
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.other is None:
         parser.error("--other CHECKOUT is required")
     ours, theirs = run_in(ROOT, args.model), run_in(args.other.resolve(), args.model)
+    print(f"ours: {ours.pop('source')}, theirs: {theirs.pop('source')}")
     differing = [key for key in ours if ours[key] != theirs.get(key)]
     for key in ours:
         print(f"{'same' if key not in differing else 'DIFF'}  {ours[key][:16]}  {key}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,10 +32,13 @@ import numpy as np
 from PIL import Image
 from skimage import data
 
-from bgremove.core.options import parse_options
-from bgremove.core.pipeline import remove_background
-from bgremove.core.sessions import SessionCache
-from bgremove.core.settings import Settings, load_settings
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's bgremove, not an installed one
+
+from bgremove.core.options import parse_options  # noqa: E402
+from bgremove.core.pipeline import remove_background  # noqa: E402
+from bgremove.core.sessions import SessionCache  # noqa: E402
+from bgremove.core.settings import Settings, load_settings  # noqa: E402
 
 SIZE = (1024, 768)
 BRUSH = 0.015  # brush diameter as a share of the photo's long side
@@ -187,7 +191,7 @@ def changed_outside(before: np.ndarray, after: np.ndarray, strokes: np.ndarray) 
     """The share of pixels outside the touched regions that changed (touched: connected regions of change with a
     stroke in them)."""
     changed = (before != after) | strokes
-    count, labels = cv2.connectedComponents(changed.astype(np.uint8), connectivity=8)
+    _, labels = cv2.connectedComponents(changed.astype(np.uint8), connectivity=8)
     touched = np.isin(labels, np.unique(labels[strokes])) & (labels > 0)
     outside = ~touched
     return float(((before != after) & outside).sum() / max(1, outside.sum()))

@@ -119,7 +119,12 @@ def apply(alpha: FloatArray, rgb: ByteArray, keep: BoolArray, remove: BoolArray)
     out = alpha.copy()
     if touched is not None:
         zone, refined = touched
-        out[region] = np.where(zone, refined, old)
+        # Changes below one 8-bit step would not show, and could join or split regions unseen; they are dropped.
+        new = np.where(zone & (np.abs(refined - old) >= np.float32(1 / 255)), refined, old)
+        # A change the refinement made away from the accepted regions (a speck of edge that moved) is not one a
+        # stroke asked for: only changes connected to a stroke are kept.
+        wanted = _touching((new != old) | strokes[region], strokes[region])
+        out[region] = np.where(wanted, new, old)
     out[keep] = 1.0
     out[remove] = 0.0
     return out
