@@ -26,7 +26,7 @@ from bgremove.core.pipeline import Result, remove_background
 from bgremove.core.registry import CATALOG, is_custom_model
 from bgremove.core.settings import Settings
 from bgremove.core.store import catalog_entry, list_models
-from bgremove.web.deps import AppSettings, Cache, Options, Warmup
+from bgremove.web.deps import AppSettings, Cache, Options, PhotoImages, Warmup
 from bgremove.web.errors import DISK_ERRNOS, ApiRoute
 
 router = APIRouter(prefix="/api", tags=["background removal"], route_class=ApiRoute)
@@ -152,11 +152,14 @@ def remove(
     file: ImageFile = None,
     image_url: ImageUrl = None,
     bg_image: BackgroundImage = None,
+    images: PhotoImages = {},  # noqa: B006 (FastAPI fills it; never mutated)
 ) -> Response:
-    """Remove the background of one image (an upload or a URL) and shape the output as the options ask."""
+    """Remove the background of one image (an upload or a URL) and shape the output as the options ask.
+    `keep_mask` / `remove_mask`: touch-up strokes over the photo; sending the same photo again with them reuses
+    its prediction."""
     data, name = image_input(file, image_url, settings)
     background = read_upload(bg_image, settings.max_image_bytes, "bg_image") if bg_image is not None else None
-    result = remove_background(data, name, options, settings=settings, cache=cache, bg_image=background)
+    result = remove_background(data, name, options, settings=settings, cache=cache, bg_image=background, **images)
     return Response(content=result.data, media_type=result.media_type, headers=result_headers(result))
 
 

@@ -27,6 +27,7 @@ from bgremove.core.errors import (
     ConfigError,
     CorruptImage,
     ImageTooLarge,
+    InvalidHint,
     InvalidOption,
     ModelUnavailable,
     StorageFull,
@@ -35,7 +36,7 @@ from bgremove.core.errors import (
     UrlRefused,
 )
 from bgremove.core.observability import request_id
-from bgremove.core.options import describe_error
+from bgremove.core.options import IMAGE_INPUTS, describe_error
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ HTTP_STATUS: dict[type[BgRemoveError], int] = {
     CorruptImage: 400,
     ImageTooLarge: 413,
     InvalidOption: 422,
+    InvalidHint: 400,  # a touch-up hint that is not an image or not drawn over this photo: a bad file, not a bad value
     UrlRefused: 400,  # a refused image_url (issue 14: 400 that says why, as on the remove.bg door)
     ModelUnavailable: 503,
     ConfigError: 500,
@@ -67,6 +69,7 @@ UPLOAD_FIELDS: dict[str, str] = {
     "files": "Send images or zips as multipart/form-data file fields named `files`, e.g. `curl -F files=@photos.zip ...`.",
     "bg_image": "Send the background as a multipart/form-data file field named `bg_image`.",
 }
+UPLOAD_FIELDS |= {name: spec.hint for name, spec in IMAGE_INPUTS.items() if name not in UPLOAD_FIELDS}
 
 
 def status_for(exc: BgRemoveError) -> int:

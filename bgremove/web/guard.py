@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bgremove.core.observability import IN_FLIGHT, REJECTED
+from bgremove.core.options import IMAGE_INPUTS
 from bgremove.core.settings import Settings
 
 MULTIPART_OVERHEAD = 256 * 1024  # form fields and part headers around the file itself
@@ -41,7 +42,7 @@ class ApiGuard:
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.keys = [key.encode() for key in settings.api_keys]
-        image_limit = settings.max_image_bytes * 2 + MULTIPART_OVERHEAD  # the photo and an optional bg_image
+        image_limit = settings.max_image_bytes * (1 + len(IMAGE_INPUTS)) + MULTIPART_OVERHEAD  # photo + image inputs
         self.size_limits = {
             "/api/remove": image_limit,
             "/api/remove/batch": settings.max_batch_uncompressed_bytes + settings.max_image_bytes + MULTIPART_OVERHEAD,

@@ -25,7 +25,7 @@ from bgremove.batch.engine import inputs_from_files, run_batch
 from bgremove.batch.sinks import ZipSink
 from bgremove.core import codecs
 from bgremove.core.errors import InvalidOption
-from bgremove.core.options import parse_options
+from bgremove.core.options import IMAGE_INPUTS, ImageInput, parse_options
 from bgremove.core.pipeline import remove_background
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings
@@ -44,7 +44,9 @@ LEGACY_ORDER = (
     "only_mask",
     "bg_color",
 )
-BG_IMAGE_DOC = "optional image laid behind the subject, scaled to cover and centred."
+# The image inputs each endpoint takes, after the options: one photo's own (touch-up hints) only with one photo.
+PHOTO_IMAGES = list(IMAGE_INPUTS.values())
+BATCH_IMAGES = [spec for spec in IMAGE_INPUTS.values() if not spec.per_photo]
 
 
 def api_fields() -> list[OptionField]:
@@ -68,9 +70,15 @@ def api_component(spec: OptionField) -> Component:
 
 
 def schema_function(
-    name: str, summary: str, returns: str, first: tuple[str, Any, str], body: Callable[[Any, dict[str, Any], str | None], Any]
+    name: str,
+    summary: str,
+    returns: str,
+    first: tuple[str, Any, str],
+    body: Callable[[Any, dict[str, Any], dict[str, str]], Any],
+    images: list[ImageInput] = PHOTO_IMAGES,
 ) -> Callable[..., Any]:
-    """A function `name(<first>, <every field>, bg_image=None)` calling `body(first, option values, bg_image)`.
+    """A function `name(<first>, <every field>, bg_image=None, ...)` calling `body(first, option values, images)`,
+    `images` being the image inputs sent (name -> file path), one optional parameter per entry of `images`.
 
     Its `__signature__`, `__annotations__` and docstring are what Gradio reads for parameter names, types,
     defaults and the MCP tool's descriptions.
@@ -85,15 +93,16 @@ def schema_function(
         )
         for f in fields
     ]
-    parameters.append(inspect.Parameter("bg_image", kind, default=None, annotation=str | None))
+    parameters += [inspect.Parameter(spec.name, kind, default=None, annotation=str | None) for spec in images]
     docs = [f"    {first_name}: {first_doc}"] + [f"    {f.name}: {f.description}" for f in fields]
-    docs.append(f"    bg_image: {BG_IMAGE_DOC}")
+    docs += [f"    {spec.name}: optional. {spec.description}" for spec in images]
     names = [p.name for p in parameters]
 
     def endpoint(*values: Any) -> Any:
         given = dict(zip(names, values, strict=False))
         options = {f.name: given[f.name] for f in fields if f.name in given and (given[f.name] is not None or f.optional)}
-        return body(given.get(first_name), options, given.get("bg_image"))
+        sent = {spec.name: given[spec.name] for spec in images if given.get(spec.name)}
+        return body(given.get(first_name), options, sent)
 
     endpoint.__name__ = endpoint.__qualname__ = name
     endpoint.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
@@ -103,7 +112,7 @@ def schema_function(
 
 
 def remove_endpoint(settings: Settings, cache: SessionCache) -> Callable[..., str]:
-    def run(image: str | None, values: dict[str, Any], bg_image: str | None) -> str:
+    def run(image: str | None, values: dict[str, Any], images: dict[str, str]) -> str:
         try:
             if not image:
                 raise InvalidOption("No image was sent.", hint="Pass the photo first, e.g. handle_file('photo.jpg').")
@@ -115,7 +124,7 @@ def remove_endpoint(settings: Settings, cache: SessionCache) -> Callable[..., st
                 options,
                 settings=settings,
                 cache=cache,
-                bg_image=read_limited(bg_image, settings.max_image_bytes) if bg_image else None,
+                **{name: read_limited(path, settings.max_image_bytes) for name, path in images.items()},
             )
             return str(save(result.data, job_dir(), codecs.output_name(filename, result.extension, suffix="-nobg")))
         except Exception as exc:
@@ -132,10 +141,10 @@ def remove_endpoint(settings: Settings, cache: SessionCache) -> Callable[..., st
 
 
 def remove_batch_endpoint(settings: Settings, cache: SessionCache) -> Callable[..., tuple[str, dict[str, Any]]]:
-    def run(files: list[str] | None, values: dict[str, Any], bg_image: str | None) -> tuple[str, dict[str, Any]]:
+    def run(files: list[str] | None, values: dict[str, Any], images: dict[str, str]) -> tuple[str, dict[str, Any]]:
         try:
             options = parse_options(values)
-            background = read_limited(bg_image, settings.max_image_bytes) if bg_image else None
+            background = read_limited(images["bg_image"], settings.max_image_bytes) if "bg_image" in images else None
             with ExitStack() as stack:
                 inputs = inputs_from_files([(Path(p).name, stack.enter_context(open(p, "rb"))) for p in files or []], settings)
             zip_path = job_dir() / "bgremove-results.zip"
@@ -154,6 +163,7 @@ def remove_batch_endpoint(settings: Settings, cache: SessionCache) -> Callable[.
         "the zip, and the manifest (per file: status, output name, size, error and hint).",
         ("files", list[str], "images (PNG, JPEG, WebP) and/or zips of images."),
         run,
+        BATCH_IMAGES,
     )
 
 
@@ -163,7 +173,7 @@ def add_api_endpoints(settings: Settings, cache: SessionCache, concurrency_id: s
         image = gr.File(label="image", type="filepath")
         files = gr.File(label="files", file_count="multiple", type="filepath")
         options = [api_component(spec) for spec in api_fields()]
-        background = gr.File(label="bg_image", type="filepath")
+        photo_images = {spec.name: gr.File(label=spec.name, type="filepath") for spec in PHOTO_IMAGES}
         output = gr.File(label="output")
         zip_file = gr.File(label="zip")
         manifest = gr.JSON(label="manifest")
@@ -171,14 +181,14 @@ def add_api_endpoints(settings: Settings, cache: SessionCache, concurrency_id: s
         batch_button = gr.Button()
     remove_button.click(
         remove_endpoint(settings, cache),
-        inputs=[image, *options, background],
+        inputs=[image, *options, *photo_images.values()],
         outputs=output,
         api_name="remove",
         concurrency_id=concurrency_id,
     )
     batch_button.click(
         remove_batch_endpoint(settings, cache),
-        inputs=[files, *options, background],
+        inputs=[files, *options, *(photo_images[spec.name] for spec in BATCH_IMAGES)],
         outputs=[zip_file, manifest],
         api_name="remove_batch",
         concurrency_id=concurrency_id,
