@@ -49,7 +49,7 @@ from bgremove.core.errors import (
 )
 from bgremove.core.fetch import FetchPolicy, fetch_url
 from bgremove.core.observability import REJECTED, request_id
-from bgremove.core.options import RemovalOptions, describe_error
+from bgremove.core.options import IMAGE_INPUTS, RemovalOptions, describe_error
 from bgremove.core.pipeline import Result, remove_background
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings
@@ -84,7 +84,9 @@ TYPES = frozenset(
 TYPE_LEVELS = frozenset({"none", "1", "2", "latest"})
 IMAGE_SOURCES = ("image_file", "image_file_b64", "image_url")
 BACKGROUND_SOURCES = ("bg_color", "bg_image_url", "bg_image_file")
-FILE_FIELDS = frozenset({"image_file", "bg_image_file"})
+# bgremove extensions: one photo's own image inputs (touch-up hints) as `<name>_file` parts, e.g. keep_mask_file.
+PHOTO_IMAGE_FILES = {f"{spec.name}_file": spec.name for spec in IMAGE_INPUTS.values() if spec.per_photo}
+FILE_FIELDS = frozenset({"image_file", "bg_image_file", *PHOTO_IMAGE_FILES})
 REMOVEBG_ONLY = frozenset(
     {
         "size",
@@ -96,6 +98,7 @@ REMOVEBG_ONLY = frozenset(
         "image_file",
         "bg_image_url",
         "bg_image_file",
+        *PHOTO_IMAGE_FILES,
     }
 )
 PASSTHROUGH = frozenset(RemovalOptions.model_fields) - {"size"}  # same name, same meaning: straight to the schema
@@ -403,7 +406,8 @@ def process(sent: RemoveBgRequest, plan: Translation, settings: Settings, cache:
         background = sent.files["bg_image_file"].data
     elif plan.background == "bg_image_url":
         background = fetched(str(sent.fields["bg_image_url"]), "bg_image_url", settings)
-    result = remove_background(data, name, plan.options, settings=settings, cache=cache, bg_image=background)
+    images = {name: sent.files[part].data for part, name in PHOTO_IMAGE_FILES.items() if part in sent.files}
+    result = remove_background(data, name, plan.options, settings=settings, cache=cache, bg_image=background, **images)
     if not result.foreground_found or result.foreground is None:
         raise NoForeground(
             "Could not identify foreground in image.",
@@ -590,6 +594,14 @@ def _request_schema(multipart: bool) -> dict[str, Any]:
         },
         "bg_image_url": {"type": "string", "description": "A background image URL (same rules as image_url)."},
         "bg_image_file": {"type": "string", "format": "binary", "description": "A background image (multipart only)."},
+        **{
+            part: {
+                "type": "string",
+                "format": "binary",
+                "description": f"bgremove extension (multipart only). {IMAGE_INPUTS[name].description}",
+            }
+            for part, name in PHOTO_IMAGE_FILES.items()
+        },
     }
     if not multipart:
         properties = {key: value for key, value in properties.items() if key not in FILE_FIELDS}
@@ -731,8 +743,9 @@ async def not_found(request: Request) -> Response:
 
 
 def body_limit(settings: Settings) -> int:
-    """The image and a background image, each base64-encoded at worst (4/3), plus the form around them."""
-    return settings.max_image_bytes * 8 // 3 + MULTIPART_OVERHEAD
+    """The image and a background image, each base64-encoded at worst (4/3), the touch-up hints (file parts only),
+    plus the form around them."""
+    return settings.max_image_bytes * 8 // 3 + len(PHOTO_IMAGE_FILES) * settings.max_image_bytes + MULTIPART_OVERHEAD
 
 
 class RemoveBgGuard:
