@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument(
         "--bg-image", type=Path, metavar="PATH", help="an image laid behind the subject, scaled to cover and centred"
     )
+    add_photo_image_flags(remove)
     remove.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout")
     add_option_flags(remove)
     scale = remove.add_argument_group("scale out (pip install -r requirements-ray.txt)")
@@ -111,6 +112,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_jobs_commands(commands)  # jobs submit|status|fetch|cancel|list: a server's /api/jobs
     return parser
+
+
+def add_photo_image_flags(parser: argparse.ArgumentParser) -> None:
+    """One `--keep-mask PATH`-style flag per image input that belongs to one photo (IMAGE_INPUTS, per_photo)."""
+    from bgremove.core.options import IMAGE_INPUTS
+
+    for spec in IMAGE_INPUTS.values():
+        if spec.per_photo:
+            flag = "--" + spec.name.replace("_", "-")
+            parser.add_argument(flag, type=Path, metavar="PATH", dest=spec.name, help=f"{spec.description} One INPUT only.")
+
+
+def _read_photo_images(args: argparse.Namespace, settings: Settings) -> dict[str, bytes]:
+    """The per-photo image inputs given (--keep-mask, --remove-mask), each read up to the size limit + 1."""
+    from bgremove.core.errors import InvalidOption
+    from bgremove.core.options import IMAGE_INPUTS
+
+    images = {}
+    for spec in IMAGE_INPUTS.values():
+        path = getattr(args, spec.name, None) if spec.per_photo else None
+        if path is None:
+            continue
+        flag = "--" + spec.name.replace("_", "-")
+        try:
+            with path.open("rb") as handle:
+                images[spec.name] = handle.read(settings.max_image_bytes + 1)
+        except OSError as exc:
+            raise InvalidOption(f"{flag} {path} cannot be read ({exc.strerror or exc}).", hint=spec.hint) from None
+    return images
 
 
 def _path_or_uri(text: str) -> Path | str:
@@ -247,15 +277,28 @@ def _remove(args: argparse.Namespace, options: RemovalOptions, settings: Setting
     if missing:
         return _usage_error(f"no such file or folder: {', '.join(missing)}")
     bg_image = _read_bg_image(args.bg_image, settings)
+    photo_images = _read_photo_images(args, settings)
+    if photo_images and args.engine == "ray":
+        return _usage_error(f"{_flags(photo_images)} work with --engine local only")
     if args.engine == "ray":
         return _remove_with_ray(args, options, settings, bg_image)
     uris = [str(p) for p in [*args.inputs, args.output] if not isinstance(p, Path)]
     if uris:
         return _usage_error(f"URIs need --engine ray: {', '.join(uris)}")
-    return _remove_locally(args, options, settings, bg_image)
+    return _remove_locally(args, options, settings, bg_image, photo_images)
 
 
-def _remove_locally(args: argparse.Namespace, options: RemovalOptions, settings: Settings, bg_image: bytes | None) -> int:
+def _flags(images: dict[str, bytes]) -> str:
+    return " and ".join("--" + name.replace("_", "-") for name in images)
+
+
+def _remove_locally(
+    args: argparse.Namespace,
+    options: RemovalOptions,
+    settings: Settings,
+    bg_image: bytes | None,
+    photo_images: dict[str, bytes] | None = None,
+) -> int:
     from tqdm import tqdm
 
     from bgremove.batch.engine import BatchInput, inputs_from_paths, run_batch
@@ -269,13 +312,18 @@ def _remove_locally(args: argparse.Namespace, options: RemovalOptions, settings:
         return _usage_error("no images found (accepted: " + ", ".join(settings.allowed_extensions) + ")")
     if args.output == STDIO and len(inputs) != 1:
         return _usage_error(f"-o - writes one image to stdout, but there are {len(inputs)} images: use -o OUTDIR")
+    if photo_images and len(inputs) != 1:  # strokes are drawn over one photo
+        return _usage_error(
+            f"{_flags(photo_images)} {'is' if len(photo_images) == 1 else 'are'} drawn over one photo, "
+            f"but there are {len(inputs)} images: give one INPUT image"
+        )
     cache = SessionCache(settings)
     model = cache.get(options.model).name  # load once, before the workers start; fails fast if unavailable
     stdout = _claim_stdout() if args.output == STDIO else None
     sink = None if stdout else FolderSink(args.output)
     results: list[ItemResult] = []
     with tqdm(total=len(inputs), unit="img", desc="removing", file=sys.stderr, disable=None) as bar:
-        for result in run_batch(inputs, options, settings=settings, cache=cache, bg_image=bg_image):
+        for result in run_batch(inputs, options, settings=settings, cache=cache, bg_image=bg_image, photo_images=photo_images):
             if stdout is not None:
                 if result.data is not None:
                     stdout.write(result.data)

@@ -12,7 +12,7 @@ import logging
 import re
 import time
 import zipfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -130,8 +130,10 @@ def process_item(
     index: int = 0,
     output: str | None = None,
     bg_image: bytes | None = None,
+    photo_images: Mapping[str, bytes] | None = None,
 ) -> ItemResult:
-    """One item through the pipeline. Never raises for a bad file: any error becomes a failed item."""
+    """One item through the pipeline. Never raises for a bad file: any error becomes a failed item.
+    `photo_images`: image inputs of this one photo (touch-up hints), name -> bytes."""
     started = time.perf_counter()
     model = options.model or PurePosixPath(settings.model_name).name
 
@@ -139,7 +141,9 @@ def process_item(
         return ItemResult(index, item.name, "failed", model=model, seconds=time.perf_counter() - started, error=error, hint=hint)
 
     try:
-        result = remove_background(item.read(), item.name, options, settings=settings, cache=cache, bg_image=bg_image)
+        result = remove_background(
+            item.read(), item.name, options, settings=settings, cache=cache, bg_image=bg_image, **(photo_images or {})
+        )
     except BgRemoveError as exc:
         return failed(exc.message, exc.hint)
     except OSError as exc:  # unreadable file on disk
@@ -168,6 +172,7 @@ def run_batch(
     settings: Settings,
     cache: SessionCache,
     bg_image: bytes | None = None,
+    photo_images: Mapping[str, bytes] | None = None,
     on_start: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Iterator[ItemResult]:
@@ -183,7 +188,14 @@ def run_batch(
         if on_start is not None:
             on_start(index)
         return process_item(
-            inputs[index], options, settings=settings, cache=cache, index=index, output=names[index], bg_image=bg_image
+            inputs[index],
+            options,
+            settings=settings,
+            cache=cache,
+            index=index,
+            output=names[index],
+            bg_image=bg_image,
+            photo_images=photo_images,
         )
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bgremove-batch") as pool:

@@ -743,9 +743,10 @@ async def not_found(request: Request) -> Response:
 
 
 def body_limit(settings: Settings) -> int:
-    """The image and a background image, each base64-encoded at worst (4/3), the touch-up hints (file parts only),
-    plus the form around them."""
-    return settings.max_image_bytes * 8 // 3 + len(PHOTO_IMAGE_FILES) * settings.max_image_bytes + MULTIPART_OVERHEAD
+    """The image and a background image, each base64-encoded at worst (4/3), plus the form around them. Touch-up
+    hints travel only as file parts, next to raw (not base64) images: stroke layers compress to a few kB and fit in
+    the third of the limit a multipart body leaves."""
+    return settings.max_image_bytes * 8 // 3 + MULTIPART_OVERHEAD
 
 
 class RemoveBgGuard:

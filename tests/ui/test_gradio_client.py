@@ -108,3 +108,36 @@ def test_the_real_model_cuts_out_the_astronaut(client: Client, photos: Path) -> 
     assert image.mode == "RGBA" and image.size == (512, 512)
     alpha = np.asarray(image)[..., 3]
     assert alpha[:20, :20].mean() < 13 and alpha[300:480, 100:300].mean() > 230
+
+
+def test_touch_up_hints_are_keyword_arguments_and_reuse_the_prediction(client: Client, tmp_path: Path, live_ui: LiveUi) -> None:
+    from tests.touchup_cases import LEFTOVER, MISSED, region_alpha, touchup_case
+
+    case = touchup_case()
+    for name, data in (("case.png", case.photo), ("keep.png", case.keep_mask), ("remove.png", case.remove_mask)):
+        (tmp_path / name).write_bytes(data)
+    photo = handle_file(str(tmp_path / "case.png"))
+    before = np.asarray(Image.open(client.predict(photo, api_name="/remove")).getchannel("A"))
+    misses = live_ui.cache.predictions.misses
+    output = client.predict(
+        photo,
+        keep_mask=handle_file(str(tmp_path / "keep.png")),
+        remove_mask=handle_file(str(tmp_path / "remove.png")),
+        api_name="/remove",
+    )
+    after = np.asarray(Image.open(output).getchannel("A"))
+    assert live_ui.cache.predictions.misses == misses  # the touch-up reused the photo's prediction
+    assert region_alpha(before, MISSED) < 0.5 and region_alpha(after, MISSED) > 0.95
+    assert region_alpha(before, LEFTOVER) > 0.9 and region_alpha(after, LEFTOVER) < 0.05
+
+
+def test_a_bad_hint_is_refused_with_the_cores_message(client: Client, tmp_path: Path) -> None:
+    from tests.touchup_cases import touchup_case
+
+    (tmp_path / "case.png").write_bytes(touchup_case().photo)
+    Image.new("L", (50, 50), 255).save(tmp_path / "square.png")
+    with pytest.raises(AppError) as refused:
+        client.predict(
+            handle_file(str(tmp_path / "case.png")), keep_mask=handle_file(str(tmp_path / "square.png")), api_name="/remove"
+        )
+    assert "keep_mask is 50x50 but the photo is 300x200" in str(refused.value)

@@ -125,3 +125,16 @@ def test_remove_tool_refuses_a_bad_option_with_the_schemas_words(mcp_server: Liv
     )
     assert result.isError
     assert "size='huge' is not valid" in result.content[0].text and "Use preview, medium, hd or full." in result.content[0].text
+
+
+def test_remove_tool_takes_touch_up_hints(mcp_server: LiveUi) -> None:
+    from tests.touchup_cases import MISSED, region_alpha, touchup_case
+
+    case = touchup_case()
+    tools = {tool.name: tool for tool in asyncio.run(_session(mcp_server.url, lambda s: s.list_tools())).tools}
+    assert {"keep_mask", "remove_mask"} <= set(tools["remove_image_background"].inputSchema["properties"])
+    result = call(mcp_server, "remove_image_background", {"image": data_uri(case.photo), "keep_mask": data_uri(case.keep_mask)})
+    assert not result.isError, result.content
+    images = [item for item in result.content if item.type == "image"]
+    alpha = np.asarray(Image.open(io.BytesIO(base64.b64decode(images[0].data))).getchannel("A"))
+    assert region_alpha(alpha, MISSED) > 0.95
