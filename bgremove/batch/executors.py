@@ -24,7 +24,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
@@ -66,8 +66,10 @@ class ItemExecutor(Protocol):
         *,
         bg_image: bytes | None,
         should_continue: Callable[[], bool],
+        photo_images: Mapping[str, bytes] | None = None,
     ) -> Iterator[ItemResult]:
-        """One result per item started, as items finish; no item starts once `should_continue()` is False."""
+        """One result per item started, as items finish; no item starts once `should_continue()` is False.
+        `photo_images`: a one-photo job's own image inputs (touch-up hints), name -> bytes."""
         ...
 
 
@@ -85,6 +87,7 @@ class LocalExecutor:
         *,
         bg_image: bytes | None,
         should_continue: Callable[[], bool],
+        photo_images: Mapping[str, bytes] | None = None,
     ) -> Iterator[ItemResult]:
         for item in work:
             if not should_continue():
@@ -97,6 +100,7 @@ class LocalExecutor:
                 index=item.index,
                 output=item.output,
                 bg_image=bg_image,
+                photo_images=photo_images,
             )
 
 
@@ -118,6 +122,7 @@ class RayExecutor:
         *,
         bg_image: bytes | None,
         should_continue: Callable[[], bool],
+        photo_images: Mapping[str, bytes] | None = None,
     ) -> Iterator[ItemResult]:
         ray = joined_ray(self.settings)
         task = ray.remote(max_retries=1)(ray_process_item)
@@ -131,7 +136,8 @@ class RayExecutor:
                     if item is None:
                         break
                     data = item.path.read_bytes()
-                    ref = task.remote(self.settings, options, item.name, data, item.index, item.output, bg_image)
+                    arguments = (self.settings, options, item.name, data, item.index, item.output, bg_image)
+                    ref = task.remote(*arguments, dict(photo_images or {}))
                     in_flight[ref] = item
                 if not in_flight:
                     return
@@ -174,7 +180,14 @@ def _worker_cache(settings: Settings) -> SessionCache:
 
 
 def ray_process_item(
-    settings: Settings, options: RemovalOptions, name: str, data: bytes, index: int, output: str, bg_image: bytes | None
+    settings: Settings,
+    options: RemovalOptions,
+    name: str,
+    data: bytes,
+    index: int,
+    output: str,
+    bg_image: bytes | None,
+    photo_images: dict[str, bytes] | None = None,
 ) -> ItemResult:
     """The Ray task: one item through `process_item` on a worker; the output bytes come back in the result."""
     return process_item(
@@ -185,6 +198,7 @@ def ray_process_item(
         index=index,
         output=output,
         bg_image=bg_image,
+        photo_images=photo_images,
     )
 
 

@@ -31,11 +31,11 @@ from bgremove.batch.jobs import (
     check_model,
     storage_error,
 )
-from bgremove.core.errors import BgRemoveError, ImageTooLarge, StorageFull
+from bgremove.core.errors import BgRemoveError, ImageTooLarge, InvalidHint, StorageFull
 from bgremove.core.fetch import UrlFetchFailed, UrlRefused
 from bgremove.core.options import RemovalOptions
 from bgremove.core.settings import Settings
-from bgremove.web.deps import REQUEST_FIELDS, options_dependency
+from bgremove.web.deps import REQUEST_FIELDS, PhotoImages, options_dependency
 from bgremove.web.errors import ApiRoute, error_response, status_for
 
 JOB_STATUS: dict[type[BgRemoveError], int] = {
@@ -177,12 +177,19 @@ def submit_job(
     owner: Owner,
     bg_image: BackgroundImage = None,
     callback_url: CallbackUrl = None,
+    images: PhotoImages = {},  # noqa: B006 (FastAPI fills it; never mutated)
 ) -> JSONResponse:
     """Queue a batch job and answer at once; poll status_url, then fetch result_url (a zip like /api/remove/batch's)."""
     settings: Settings = runner.settings
     check_model(options, settings)
     url = check_callback_url(callback_url, settings) if callback_url and callback_url.strip() else None
     inputs = inputs_from_files([(upload.filename or "", upload.file) for upload in files], settings)
+    if images and len(inputs) != 1:  # touch-up strokes are drawn over one photo
+        raise InvalidHint(
+            f"{' and '.join(images)} {'is' if len(images) == 1 else 'are'} drawn over one photo, but the job has "
+            f"{len(inputs)} images.",
+            hint="Send one image with its strokes per job (or per POST /api/remove).",
+        )
     background = None
     if bg_image is not None:
         background = bg_image.file.read(settings.max_image_bytes + 1)
@@ -191,7 +198,7 @@ def submit_job(
                 f"bg_image is larger than the limit of {settings.max_image_size_mb:g} MB.",
                 hint="Send a smaller background or raise MAX_IMAGE_SIZE_MB.",
             )
-    job = runner.store.submit(inputs, options, owner=owner, callback_url=url, bg_image=background)
+    job = runner.store.submit(inputs, options, owner=owner, callback_url=url, bg_image=background, photo_images=images)
     runner.wake()
     body: dict[str, Any] = {"id": job.id, "status": job.status, "total": job.total, **links(request, job.id)}
     return JSONResponse(body, status_code=202, headers={"Location": body["status_url"]})

@@ -166,7 +166,13 @@ class JobRunner:
                 ItemWork(item.index, item.filename, item.planned, self.store.input_path(job.id, item.index))
                 for item in self.store.pending_items(job.id)
             ]
-            results = self.executor.run(work, options, bg_image=bg_image, should_continue=lambda: self._should_continue(job.id))
+            results = self.executor.run(
+                work,
+                options,
+                bg_image=bg_image,
+                should_continue=lambda: self._should_continue(job.id),
+                photo_images=self.store.photo_images(job.id),
+            )
             for result in results:  # one at a time, each committed before the next is taken
                 self._commit(job.id, result)
         except BgRemoveError as exc:

@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import time
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Literal
@@ -44,7 +44,7 @@ from bgremove.batch.jobs.models import (
 from bgremove.core import store as model_store
 from bgremove.core.errors import BgRemoveError, ConfigError, StorageFull
 from bgremove.core.files import PARTIAL_SUFFIX, write_atomically
-from bgremove.core.options import RemovalOptions
+from bgremove.core.options import IMAGE_INPUTS, RemovalOptions
 from bgremove.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -140,6 +140,11 @@ class JobStore:
     def bg_image_path(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "bg_image"
 
+    def photo_images(self, job_id: str) -> dict[str, bytes]:
+        """A one-photo job's own image inputs (touch-up hints), stored next to its input as files of their name."""
+        paths = {name: self.job_dir(job_id) / name for name, spec in IMAGE_INPUTS.items() if spec.per_photo}
+        return {name: path.read_bytes() for name, path in paths.items() if path.exists()}
+
     def output_path(self, job_id: str, output: str) -> Path:
         relative = PurePosixPath(output)
         if relative.is_absolute() or ".." in relative.parts:  # output_names never makes one; refuse anyway
@@ -160,6 +165,7 @@ class JobStore:
         owner: str = "",
         callback_url: str | None = None,
         bg_image: bytes | None = None,
+        photo_images: Mapping[str, bytes] | None = None,
     ) -> Job:
         """Store a new job: reserve its place and bytes, write the inputs durably, then queue it.
 
@@ -170,7 +176,8 @@ class JobStore:
         job_id = secrets.token_hex(16)
         model = options.model or PurePosixPath(self.settings.model_name).name
         planned = output_names([item.name for item in inputs], output_extension(options))
-        size = sum(_input_size(item) for item in inputs) + len(bg_image or b"")
+        photo_images = photo_images or {}
+        size = sum(_input_size(item) for item in inputs) + len(bg_image or b"") + sum(map(len, photo_images.values()))
         now = time.time()
         with self._transaction() as db:
             self._admit(db, size)
@@ -199,6 +206,8 @@ class JobStore:
                     write_atomically(self.input_path(job_id, index), data)
             if bg_image is not None:
                 write_atomically(self.bg_image_path(job_id), bg_image)
+            for name, data in photo_images.items():
+                write_atomically(self.job_dir(job_id) / name, data)
             with self._transaction() as db:
                 for index, (item, name) in enumerate(zip(inputs, planned, strict=True)):
                     error = item.error
