@@ -37,6 +37,7 @@ REGION_MARGIN = 0.05  # ... plus this share of the photo's long side (a dot on a
 GRABCUT_ITERATIONS = 4  # the labels settle in 3-4 rounds on the quality set; more rounds only cost time
 EDGE_BAND = 2  # solver px around an accepted region whose edge is refined again (its soft edge belongs to it)
 MIN_SAMPLES = 16  # GrabCut's colour models (5 Gaussians a side) need samples on both sides
+GROUPING_SIDE = 256  # strokes are grouped (touching ones together) on a map this many px on its long side
 
 
 @dataclass(frozen=True)
@@ -111,13 +112,14 @@ def apply(alpha: FloatArray, rgb: ByteArray, keep: BoolArray, remove: BoolArray)
     if not strokes.any():
         return alpha
     height, width = alpha.shape
-    x0, y0, x1, y1 = _region(strokes, width, height)
-    region = (slice(y0, y1), slice(x0, x1))
-    old = alpha[region]
-    image = np.ascontiguousarray(rgb[region][..., :3])
-    touched = _solve(old, image, keep[region], remove[region])
     out = alpha.copy()
-    if touched is not None:
+    for x0, y0, x1, y1 in _regions(strokes, width, height):
+        region = (slice(y0, y1), slice(x0, x1))
+        old = alpha[region]
+        image = np.ascontiguousarray(rgb[region][..., :3])
+        touched = _solve(old, image, keep[region], remove[region])
+        if touched is None:
+            continue
         zone, refined = touched
         # Changes below one 8-bit step would not show, and could join or split regions unseen; they are dropped.
         new = np.where(zone & (np.abs(refined - old) >= np.float32(1 / 255)), refined, old)
@@ -130,11 +132,34 @@ def apply(alpha: FloatArray, rgb: ByteArray, keep: BoolArray, remove: BoolArray)
     return out
 
 
-def _region(strokes: BoolArray, width: int, height: int) -> tuple[int, int, int, int]:
-    """The box the solver sees: the strokes' bounding box, grown (see REGION_GROWTH, REGION_MARGIN), clipped."""
-    x, y, w, h = cv2.boundingRect(strokes.astype(np.uint8))
-    grow = int(REGION_GROWTH * max(w, h) + REGION_MARGIN * max(width, height))
-    return max(0, x - grow), max(0, y - grow), min(width, x + w + grow), min(height, y + h + grow)
+def _regions(strokes: BoolArray, width: int, height: int) -> list[tuple[int, int, int, int]]:
+    """The boxes the solver sees (x0, y0, x1, y1): each group of strokes' bounding box, grown (REGION_GROWTH,
+    REGION_MARGIN) and clipped; overlapping boxes are merged. Strokes far apart are solved apart, each box at
+    the solver's full resolution, instead of one box over the whole photo at a coarse one."""
+    scale = min(1.0, GROUPING_SIDE / max(width, height))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    coarse = cv2.resize(strokes.astype(np.uint8) * np.uint8(255), size, interpolation=cv2.INTER_AREA) > 0
+    count, _, stats, _ = cv2.connectedComponentsWithStats(coarse.astype(np.uint8), connectivity=8)
+    boxes = []
+    for x, y, w, h in stats[1:count, :4]:
+        x0, y0 = int(x / scale), int(y / scale)
+        x1, y1 = min(width, int((x + w) / scale) + 1), min(height, int((y + h) / scale) + 1)
+        grow = int(REGION_GROWTH * max(x1 - x0, y1 - y0) + REGION_MARGIN * max(width, height))
+        boxes.append((max(0, x0 - grow), max(0, y0 - grow), min(width, x1 + grow), min(height, y1 + grow)))
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                a, b = boxes[i], boxes[j]
+                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
+                    boxes[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                    del boxes[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return boxes
 
 
 def _solve(old: FloatArray, image: ByteArray, keep: BoolArray, remove: BoolArray) -> tuple[BoolArray, FloatArray] | None:
