@@ -73,7 +73,7 @@ def read_hint(data: bytes, name: str, photo_size: tuple[int, int], settings: Set
     try:
         image = codecs.decode_image(data, name, settings).image
     except (UnsupportedFormat, CorruptImage) as exc:
-        raise InvalidHint(f"{name} is not a usable image: {exc.message}") from None
+        raise InvalidHint(exc.message) from None  # the message names the hint; the hint says how to make one
     width, height = photo_size
     ratio = (image.width / image.height) / (width / height)
     if abs(ratio - 1.0) > ASPECT_TOLERANCE:

@@ -51,4 +51,4 @@ def test_unreadable_and_bad_hints_are_refused(cli_env: Path, capsys: pytest.Capt
     assert code == 2 and err.startswith("error: --remove-mask missing.png cannot be read") and err.count("\n") == 1
     (cli_env / "bad.png").write_bytes(b"not an image")
     code, _, err = run(capsys, "remove", "p.png", "-o", "out", "--remove-mask", "bad.png")
-    assert code == 1 and "FAILED p.png: remove_mask is not a usable image" in err
+    assert code == 1 and "FAILED p.png: remove_mask is not a supported image" in err

@@ -64,4 +64,4 @@ def test_a_bad_hint_fails_the_item_with_its_reason(jobs_client: ClientFactory) -
     assert answer.status_code == 202, answer.text
     final = wait_for(client, answer.json()["id"])
     (item,) = final["items"]
-    assert item["status"] == "failed" and "remove_mask is not a usable image" in item["error"] and item["hint"]
+    assert item["status"] == "failed" and "remove_mask is not a supported image" in item["error"] and item["hint"]

@@ -23,7 +23,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from bgremove.core.errors import InvalidOption
-from bgremove.core.options import RemovalOptions, field_extra, option, parse_options
+from bgremove.core.options import IMAGE_INPUTS, RemovalOptions, field_extra, option, parse_options
 from bgremove.core.sessions import SessionCache
 from bgremove.core.store import resolve_name
 from bgremove.web import ui_controls
@@ -200,14 +200,17 @@ def test_the_endpoints_take_image_then_every_field_by_name_old_ones_first(client
     api = client.view_api(print_info=False, return_format="dict")
     assert set(api["named_endpoints"]) == {"/remove", "/remove_batch"} and api["unnamed_endpoints"] == {}
     names = [p["parameter_name"] for p in api["named_endpoints"]["/remove"]["parameters"]]
-    assert names == ["image", *LEGACY_ORDER, *[n for n in FIELDS if n not in LEGACY_ORDER], "bg_image"]
-    assert sorted(names[1:-1]) == sorted(FIELDS)
+    images = list(IMAGE_INPUTS)  # bg_image first (positional clients), then one photo's own (touch-up hints)
+    assert names == ["image", *LEGACY_ORDER, *[n for n in FIELDS if n not in LEGACY_ORDER], *images]
+    assert images[0] == "bg_image" and {"keep_mask", "remove_mask"} <= set(images)
+    options = names[1 : 1 + len(FIELDS)]
+    assert sorted(options) == sorted(FIELDS)
     batch = [p["parameter_name"] for p in api["named_endpoints"]["/remove_batch"]["parameters"]]
-    assert batch == ["files", *names[1:]]
-    for parameter in api["named_endpoints"]["/remove"]["parameters"][1:-1]:
+    assert batch == ["files", *options, *[n for n in images if not IMAGE_INPUTS[n].per_photo]]
+    for parameter in api["named_endpoints"]["/remove"]["parameters"][1 : 1 + len(FIELDS)]:
         default = FIELDS[parameter["parameter_name"]].default
         assert parameter["parameter_has_default"] and parameter["parameter_default"] == ("" if default is None else default)
-    assert [f.name for f in api_fields()] == names[1:-1]
+    assert [f.name for f in api_fields()] == options
 
 
 @pytest.mark.slow
