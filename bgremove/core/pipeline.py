@@ -2,7 +2,8 @@
 
 decode (limits, EXIF orientation, colour profile) -> model prediction (float, model resolution)
 -> confidence / no-subject signal -> alpha at full resolution (or straight at the output size when a `size`
-budget alone shrinks the photo, see `working_size`) -> optional smoothing / alpha matting
+budget alone shrinks the photo, see `working_size`) -> touch-up strokes (keep_mask / remove_mask, see
+`touchup`) -> optional smoothing / alpha matting
 -> input transparency and region of interest -> foreground colour estimation (edge band only)
 -> compose (crop, scale/position, size, shadow, background, channels) -> encode (png/jpg/webp/zip).
 Errors are typed (see `bgremove.core.errors`); nothing here imports a web framework.
