@@ -19,8 +19,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts.loadtest import rss_mib  # noqa: E402
-from scripts.server import start_server, stop_server  # noqa: E402
+from scripts.loadtest import rss_mib
+from scripts.server import start_server, stop_server
 
 
 def photo_bytes() -> bytes:
