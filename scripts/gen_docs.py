@@ -190,14 +190,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="exit 1 when a generated block is stale; write nothing")
     parser.add_argument("--out", type=Path, help="write the regenerated pages here instead of docs/")
+    parser.add_argument("--docs", type=Path, default=DOCS, help="the pages to read (default: this checkout's docs/)")
     args = parser.parse_args(argv)
-    pages = regenerate()
+    pages = regenerate(docs=args.docs)
     stale = sorted(page for page, (current, fresh) in pages.items() if current != fresh)
     if args.check:
         for page in stale:
-            print(f"docs/{page} is stale: run python scripts/gen_docs.py", file=sys.stderr)
+            print(f"{args.docs / page} is stale: run python scripts/gen_docs.py", file=sys.stderr)
         return 1 if stale else 0
-    target = args.out or DOCS
+    target = args.out or args.docs
     target.mkdir(parents=True, exist_ok=True)
     for page, (current, fresh) in pages.items():
         if args.out is not None or current != fresh:
