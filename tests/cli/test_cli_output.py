@@ -86,7 +86,9 @@ def test_warnings_still_show_as_plain_lines(cli_env: Path, capsys: pytest.Captur
 
 
 @pytest.mark.slow  # processes of their own
-@pytest.mark.parametrize("argv", [["models", "list"], ["models", "list", "--json"], ["remove", "--help"]])
+@pytest.mark.parametrize(
+    "argv", [["models", "list"], ["models", "list", "--json"], ["remove", "--help"], ["remove", "-"]], ids=" ".join
+)
 def test_a_closed_pipe_ends_quietly(argv: list[str], process_env: dict[str, str], tmp_path: Path) -> None:
     """`bgremove models list | head -3`: the reader is gone before the first write; no traceback, no noise."""
     read_end, write_end = os.pipe()
@@ -94,6 +96,7 @@ def test_a_closed_pipe_ends_quietly(argv: list[str], process_env: dict[str, str]
     try:
         done = subprocess.run(
             [sys.executable, "-m", "bgremove", *argv],
+            input=encode(square_photo((300, 200)), "PNG"),  # `remove -` reads it; the others ignore stdin
             stdout=write_end,
             stderr=subprocess.PIPE,
             env=process_env,
@@ -102,7 +105,8 @@ def test_a_closed_pipe_ends_quietly(argv: list[str], process_env: dict[str, str]
         )
     finally:
         os.close(write_end)
-    assert done.stderr.decode() == ""  # was a BrokenPipeError traceback
+    assert "Traceback" not in done.stderr.decode() and "BrokenPipe" not in done.stderr.decode()
+    assert done.stderr.decode() in ("", "1 of 1 images written to stdout\n")  # was a BrokenPipeError traceback
     assert done.returncode in (0, 1)  # --help exits 0 from argparse; a command cut short returns 1
 
 
