@@ -86,7 +86,8 @@ class Settings(BaseSettings):
     prediction_cache_mb: float = setting(
         256.0, "PREDICTION_CACHE_MB", "a number of megabytes >= 0 (0 turns the cache off)", ge=0, allow_inf_nan=False
     )
-    """Memory for the model's predictions, by photo content: the same photo with other output options skips the model."""
+    """Recent model predictions kept in memory (about 8 MB a photo for 1024x1024 models): the same photo asked again
+    with other output options or touch-up strokes reuses the prediction."""
     max_concurrent_inferences: int = setting(2, "MAX_CONCURRENT_INFERENCES", "a whole number >= 1", ge=1)
     """Forward passes at once across every door and jobs (bounds memory)."""
     inference_engine: Literal["auto", "onnxruntime", "openvino"] = setting(
