@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterable
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from bgremove.core.settings import Settings
 
 STDIO = Path("-")  # as INPUT: stdin; as OUTDIR: stdout
+VERBOSE_HELP = "show log lines (-v: info, -vv: debug); LOG_LEVEL does the same. Without either, only warnings and errors"
 REMOVE_EPILOG = """output folder: every input's images keep their paths relative to that input (a folder's files their
 paths inside the folder, a zip's entries their paths inside the zip, a single file its name), all at the
 root of OUTDIR; a name given twice gets -2, -3. Outputs take the --format's extension (photo.webp), and
@@ -54,17 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
         "Examples: bgremove remove -h",
     )
     parser.add_argument("--version", action="version", version=f"bgremove {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
 
     models = commands.add_parser("models", help="list or pull models")
     model_commands = models.add_subparsers(dest="models_command", required=True)
     listing = model_commands.add_parser("list", help="the catalog, with what is on disk and where it came from")
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_verbose(listing)
     pull = model_commands.add_parser("pull", help="download models (default: REMBG_MODEL_NAME); tries every name")
     pull.add_argument(
         "names", nargs="*", metavar="NAME", help="catalog model names, e.g. isnet-general-use u2net (see models list)"
     )
     pull.add_argument("--force", action="store_true", help="download again even if present (fixes a corrupt file)")
+    _add_verbose(pull)
 
     remove = commands.add_parser(
         "remove",
@@ -92,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_photo_image_flags(remove)
     remove.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout")
+    _add_verbose(remove)
     add_option_flags(remove)
     scale = remove.add_argument_group("scale out (pip install -r requirements-ray.txt)")
     scale.add_argument(
@@ -143,6 +149,11 @@ def _read_photo_images(args: argparse.Namespace, settings: Settings) -> dict[str
     return images
 
 
+def _add_verbose(parser: argparse.ArgumentParser) -> None:
+    """-v after the command too (`bgremove remove x.jpg -o out -v`); SUPPRESS keeps the main parser's count."""
+    parser.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help=VERBOSE_HELP)
+
+
 def _path_or_uri(text: str) -> Path | str:
     """A local path, or a URI such as s3://bucket/photos kept as text (Path would fold its `//`)."""
     return text if "://" in text else Path(text)
@@ -152,6 +163,18 @@ def _path_or_uri(text: str) -> Path | str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a reader that closes the pipe early (`bgremove models list | head -3`) ends it quietly."""
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # here, not at exit, so a closed pipe is caught below
+    except BrokenPipeError:
+        # Python's documented recipe: point stdout at /dev/null so the flush at exit cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return code
+
+
+def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "jobs":  # an HTTP client of a server: no settings, no model
         return run_jobs_command(args)
@@ -159,13 +182,13 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "models":
-            settings = _settings()
+            settings = _settings(verbose=args.verbose)
             return _models_list(args, settings) if args.models_command == "list" else _models_pull(args, settings)
         options = options_from_args(args)
         custom = options.model if options.model and options.model.lower().endswith(".onnx") else None
         if custom:  # a custom model is this run's configured model (requests elsewhere may name catalog models only)
             options = options.model_copy(update={"model": None})
-        return _remove(args, options, _settings(custom))
+        return _remove(args, options, _settings(custom, verbose=args.verbose))
     except BgRemoveError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -174,20 +197,40 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _settings(custom_model: str | None = None) -> Settings:
+def _settings(custom_model: str | None = None, *, verbose: int = 0) -> Settings:
     """The process settings (environment over ./.env), with `--model path.onnx` as the configured model."""
     from bgremove.core.errors import ModelUnavailable
-    from bgremove.core.observability import configure_logging
     from bgremove.core.settings import get_settings
 
     settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format)
+    _configure_logging(settings, verbose)
     if custom_model is None:
         return settings
     path = Path(custom_model).expanduser()
     if not path.is_file():
         raise ModelUnavailable(f"Custom model {path} does not exist.", hint="Check the path given to --model.")
     return settings.model_copy(update={"model_name": str(path.resolve())})
+
+
+class _PlainFormatter(logging.Formatter):
+    """`warning: message`, as the CLI's own errors read: no timestamp, no logger name."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
+def _configure_logging(settings: Settings, verbose: int) -> None:
+    """The CLI prints results, not log lines: those appear with -v/-vv or an explicit LOG_LEVEL (environment or
+    .env). Otherwise warnings and errors still show, as plain `warning: ...` lines."""
+    from bgremove.core.observability import configure_logging
+
+    if verbose or "log_level" in settings.model_fields_set:
+        configure_logging("debug" if verbose > 1 else "info" if verbose else settings.log_level, settings.log_format)
+        return
+    configure_logging("warning", settings.log_format)
+    if settings.log_format == "text":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(_PlainFormatter())
 
 
 def _models_list(args: argparse.Namespace, settings: Settings) -> int:

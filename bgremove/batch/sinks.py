@@ -53,6 +53,42 @@ class FolderSink:
         self.items.append(item)
 
     def close(self, model: str) -> dict[str, Any]:
+        """Write manifest.json, merged into the one an earlier run left there; return this run's manifest."""
         manifest = build_manifest(self.items, model)
-        write_atomically(self.root / MANIFEST_NAME, json.dumps(manifest, indent=2).encode())
+        merged = merge_manifests(read_manifest(self.root / MANIFEST_NAME), manifest)
+        write_atomically(self.root / MANIFEST_NAME, json.dumps(merged, indent=2).encode())
         return manifest
+
+
+def read_manifest(path: Path) -> dict[str, Any] | None:
+    """An earlier run's manifest.json, or None when there is none or it cannot be read as one."""
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) and isinstance(found.get("items"), list) else None
+
+
+def merge_manifests(earlier: dict[str, Any] | None, latest: dict[str, Any]) -> dict[str, Any]:
+    """A second run into the same folder adds to its manifest instead of hiding the first run's files.
+
+    The latest run's items replace earlier items with the same input name or the same output file (that file
+    was just rewritten); every other earlier item is kept, first, in its order. Counts are recomputed.
+    """
+    if earlier is None:
+        return latest
+    names = {item["filename"] for item in latest["items"]}
+    outputs = {item["output"] for item in latest["items"] if item.get("output")}
+    kept = [
+        item
+        for item in earlier["items"]
+        if isinstance(item, dict) and item.get("filename") not in names and not (item.get("output") and item["output"] in outputs)
+    ]
+    items = kept + latest["items"]
+    return {
+        "model": latest["model"],
+        "count": len(items),
+        "completed": sum(item.get("status") == "completed" for item in items),
+        "failed": sum(item.get("status") == "failed" for item in items),
+        "items": items,
+    }

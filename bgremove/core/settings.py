@@ -27,7 +27,7 @@ LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 _ONLY_GIVEN: ContextVar[bool] = ContextVar("bgremove_settings_only_given", default=False)
 
 
-def setting(default: Any, env: str | tuple[str, ...], accepts: str, description: str = "", **bounds: Any) -> Any:
+def setting(default: Any, env: str | tuple[str, ...], accepts: str, description: str | None = None, **bounds: Any) -> Any:
     """One environment variable: its name(s), default, bounds and the `accepts` text of its error message."""
     names = (env,) if isinstance(env, str) else env
     alias: str | AliasChoices = names[0] if len(names) == 1 else AliasChoices(*names)
@@ -47,53 +47,89 @@ class Settings(BaseSettings):
     """Every tunable of the app; each field is one environment variable (see `.env.example`)."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", extra="ignore", frozen=True, populate_by_name=True, protected_namespaces=()
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+        protected_namespaces=(),
+        use_attribute_docstrings=True,  # each field's docstring is its description (docs/configuration.md)
     )
 
     model_name: str = setting(
         DEFAULT_MODEL, "REMBG_MODEL_NAME", "one of " + ", ".join(CATALOG) + ", or the path of an existing .onnx file"
     )
+    """The default model: a catalog name (see docs/models.md) or the path of a .onnx file."""
     session_path: Path = setting(Path("~/.rembg").expanduser(), "REMBG_SESSION_PATH", "a directory path")
+    """The model store: `<path>/models/<name>/<name>.onnx`, rembg's layout."""
     max_image_size_mb: float = setting(25.0, "MAX_IMAGE_SIZE_MB", "a positive number of megabytes", gt=0, allow_inf_nan=False)
+    """Largest upload per image (also `bg_image` and `image_url` downloads)."""
     allowed_extensions: CommaList = setting(
         KNOWN_EXTENSIONS, "ALLOWED_EXTENSIONS", "a comma-separated subset of " + ",".join(KNOWN_EXTENSIONS)
     )
+    """Accepted formats, checked on the file's content, not its name."""
     batch_concurrency: int = setting(2, "BATCH_CONCURRENCY", "a whole number >= 1", ge=1)
+    """Images processed at once in a batch (CLI, REST, UI)."""
     log_level: Literal["debug", "info", "warning", "error", "critical"] = setting(
         "info", "LOG_LEVEL", "one of debug, info, warning, error, critical"
     )
+    """How much the server logs; the CLI prints log lines only when this is set (or with -v)."""
     max_image_pixels: int = setting(64_000_000, "MAX_IMAGE_PIXELS", "a whole number of pixels >= 1", ge=1)
+    """Largest decoded image (width x height), checked from the header before decoding: the decompression-bomb guard."""
     max_batch_files: int = setting(100, "MAX_BATCH_FILES", "a whole number >= 1", ge=1)
+    """Most files in one batch or job (zip entries included)."""
     max_batch_uncompressed_mb: float = setting(
         1024.0, "MAX_BATCH_UNCOMPRESSED_MB", "a positive number of megabytes", gt=0, allow_inf_nan=False
     )
+    """Most bytes a batch may expand to (zip-bomb guard)."""
     max_loaded_models: int = setting(2, "MAX_LOADED_MODELS", "a whole number >= 1", ge=1)
+    """Models kept in memory; the least recently used is unloaded."""
     prediction_cache_mb: float = setting(
         256.0, "PREDICTION_CACHE_MB", "a number of megabytes >= 0 (0 turns the cache off)", ge=0, allow_inf_nan=False
     )
+    """Recent model predictions kept in memory (about 8 MB a photo for 1024x1024 models): the same photo asked again
+    with other output options or touch-up strokes reuses the prediction."""
     max_concurrent_inferences: int = setting(2, "MAX_CONCURRENT_INFERENCES", "a whole number >= 1", ge=1)
+    """Forward passes at once across every door and jobs (bounds memory)."""
     inference_engine: Literal["auto", "onnxruntime", "openvino"] = setting(
         "auto", "INFERENCE_ENGINE", "one of auto, onnxruntime, openvino"
     )
+    """auto: CUDA if present, else OpenVINO bf16 if the CPU has bf16, else onnxruntime."""
     openvino_precision: Literal["auto", "bf16", "f32"] = setting("auto", "OPENVINO_PRECISION", "one of auto, bf16, f32")
+    """OpenVINO's precision; auto is bf16 where the CPU supports it."""
     png_compress_level: int = setting(1, "PNG_COMPRESS_LEVEL", "a whole number 0-9", ge=0, le=9)
+    """zlib level of output PNGs (all lossless; 1 is fastest)."""
     max_queue_size: int = setting(32, "MAX_QUEUE_SIZE", "a whole number >= 1", ge=1)
+    """Removals waiting beyond those running: more get 503 (REST), 429 (remove.bg API) or \"queue full\" (UI); also the most jobs queued or running (429)."""
     result_ttl_seconds: int = setting(600, "RESULT_TTL_SECONDS", "a whole number of seconds >= 1", ge=1)
+    """UI and gradio_client uploads and results are deleted after this."""
     api_keys: CommaList = setting((), "API_KEYS", "comma-separated keys of at least 16 characters")
+    """When set, the API, the remove.bg API and the UI need one of these keys (see docs/security.md)."""
     cors_origins: CommaList = setting((), "CORS_ORIGINS", "comma-separated origins like https://example.com, or *")
+    """Origins allowed to call the API from a browser, or *; empty: none."""
     log_format: Literal["text", "json"] = setting("text", "LOG_FORMAT", "one of text, json")
+    """text, or json (one object per line, with request_id)."""
     mcp_server: bool = setting(False, ("MCP_SERVER", "GRADIO_MCP_SERVER"), "1, true, yes, on, 0, false, no or off")
+    """Serve the removal endpoints as MCP tools (needs requirements-mcp.txt); GRADIO_MCP_SERVER works too."""
     server_name: str = setting("127.0.0.1", "GRADIO_SERVER_NAME", "a host name or IP address", min_length=1)
+    """Listen address: 127.0.0.1 is this machine only; 0.0.0.0 every interface (Docker and Spaces set it; a warning is logged without API_KEYS)."""
     server_port: int = setting(7860, "GRADIO_SERVER_PORT", "a port number 0-65535", ge=0, le=65535)
+    """Listen port."""
     url_allow_private_networks: bool = setting(False, "URL_ALLOW_PRIVATE_NETWORKS", "1, true, yes, on, 0, false, no or off")
+    """Let image_url, bg_image_url and callback_url reach loopback, private and link-local addresses (LAN deployments)."""
     url_fetch_timeout_seconds: float = setting(
         20.0, "URL_FETCH_TIMEOUT_SECONDS", "a positive number of seconds", gt=0, allow_inf_nan=False
     )
+    """Total time for fetching one URL, redirects included."""
     data_dir: Path = setting(Path("~/.bgremove").expanduser(), "DATA_DIR", "a directory path")
+    """Batch jobs' database (jobs.sqlite3) and files."""
     job_retention_hours: float = setting(24.0, "JOB_RETENTION_HOURS", "a positive number of hours", gt=0, allow_inf_nan=False)
+    """Finished jobs and their files are deleted this long after they end."""
     job_disk_quota_mb: float = setting(2048.0, "JOB_DISK_QUOTA_MB", "a positive number of megabytes", gt=0, allow_inf_nan=False)
+    """Most disk all jobs' files may use; new jobs beyond it get 507."""
     job_executor: Literal["local", "ray"] = setting("local", "JOB_EXECUTOR", "one of local, ray")
+    """Where jobs run: local (in the server process) or ray."""
     ray_address: str | None = setting(None, "RAY_ADDRESS", "a Ray address such as auto or host:6379")
+    """The Ray cluster for JOB_EXECUTOR=ray (auto, host:6379, ray://host:10001); empty starts a local Ray."""
 
     @classmethod
     def settings_customise_sources(

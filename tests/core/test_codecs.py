@@ -360,3 +360,41 @@ def test_jpeg_of_an_rgba_composition_is_flattened_on_white() -> None:
 )
 def test_output_name(name: str | None, extension: str, suffix: str, expected: str) -> None:
     assert codecs.output_name(name, extension, suffix) == expected
+
+
+# --- oversized images: our words, whatever the size ---------------------------------------------------------
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares width x height (8-bit grey) and holds one compressed row: a few dozen bytes."""
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "words"),
+    [
+        (10000, 8000, "is 10000x8000 (80.0 MP); the limit is 64 MP."),
+        (30000, 30000, "is 30000x30000 (900.0 MP); the limit is 64 MP."),  # past Pillow's own 179 MP refusal
+        (65535, 65535, "is 65535x65535 (4294.8 MP); the limit is 64 MP."),
+    ],
+)
+def test_every_oversized_image_gets_our_message(width: int, height: int, words: str) -> None:
+    settings = load_settings({})
+    with pytest.raises(ImageTooLarge) as caught:
+        codecs.decode_image(png_header(width, height), "big.png", settings)
+    assert caught.value.message == f"big.png {words}"
+    assert caught.value.hint == "Downscale the image or raise MAX_IMAGE_PIXELS."
+    assert "bomb" not in str(caught.value)
+
+
+def test_a_raised_pixel_limit_is_the_limit(make_settings) -> None:
+    """MAX_IMAGE_PIXELS above Pillow's 179 MP: the header passes our check, and decoding is tried (then fails on
+    the one-row body) instead of Pillow refusing the size on its own."""
+    with pytest.raises(CorruptImage, match="looks like PNG but cannot be decoded"):
+        codecs.decode_image(png_header(20000, 10000), "big.png", make_settings(MAX_IMAGE_PIXELS="300000000"))

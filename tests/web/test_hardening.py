@@ -148,7 +148,7 @@ def test_request_ids_in_responses_and_json_logs_and_no_keys_in_logs(module_setti
                 "/api/remove", files={"file": ("p.png", photo_png())}, headers={"X-API-Key": KEYS[0], "X-Request-ID": "trace-42"}
             )
             client.post("/api/remove", files={"file": ("p.png", photo_png())}, headers={"X-API-Key": "k3y-not-the-right-one"})
-            generated = client.get("/api/health").headers["x-request-id"]
+            generated = client.get("/api/models", headers={"X-API-Key": KEYS[0]}).headers["x-request-id"]
             # uvicorn writes the access line just after the response is sent: wait for it, do not race it
             deadline = time.monotonic() + 10
             while not (f'"{generated}"' in lines.getvalue() and '"trace-42"' in lines.getvalue()) and time.monotonic() < deadline:
@@ -160,7 +160,7 @@ def test_request_ids_in_responses_and_json_logs_and_no_keys_in_logs(module_setti
     entries = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     assert entries and all({"time", "level", "logger", "request_id", "message"} <= set(entry) for entry in entries)
     assert any(entry["request_id"] == "trace-42" and "/api/remove" in entry["message"] for entry in entries), log
-    assert any(entry["request_id"] == generated and "/api/health" in entry["message"] for entry in entries)
+    assert any(entry["request_id"] == generated and "/api/models" in entry["message"] for entry in entries)
     assert all(key not in log for key in KEYS) and "k3y-not-the-right-one" not in log
 
 
