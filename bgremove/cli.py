@@ -320,14 +320,14 @@ def _usage_error(message: str) -> int:
 
 
 def _read_bg_image(path: Path | None, settings: Settings) -> bytes | None:
-    """--bg-image's bytes, read up to the size limit + 1 (the pipeline then says "too large" in its words)."""
+    """--bg-image's bytes under the size limit, refused in the words every door uses (core.intake)."""
     if path is None:
         return None
     from bgremove.core.errors import InvalidOption
+    from bgremove.core.intake import read_limited
 
     try:
-        with path.open("rb") as handle:
-            return handle.read(settings.max_image_bytes + 1)
+        return read_limited(path, settings.max_image_bytes, "bg_image")
     except OSError as exc:
         raise InvalidOption(
             f"--bg-image {path} cannot be read ({exc.strerror or exc}).", hint="Give the path of a PNG, JPEG or WebP image."

@@ -17,12 +17,13 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Form, Request
 
-from bgremove.core.options import RemovalOptions, field_extra, parse_options
+from bgremove.core.options import IMAGE_INPUTS, RemovalOptions, field_extra, parse_options
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings
 from bgremove.core.warmup import WarmupState
 
-REQUEST_FIELDS = frozenset({"file", "files", "image_url", "bg_image"})  # the removal endpoints' non-option fields
+# The removal endpoints' non-option fields: the image, its URL, the batch files and every image-valued input.
+REQUEST_FIELDS = frozenset({"file", "files", "image_url", *IMAGE_INPUTS})
 _PROPERTIES: dict[str, Any] = RemovalOptions.model_json_schema()["properties"]  # each option's JSON schema
 
 

@@ -25,10 +25,12 @@ from bgremove.batch.engine import inputs_from_files, run_batch
 from bgremove.batch.sinks import ZipSink
 from bgremove.core import codecs
 from bgremove.core.errors import InvalidOption
-from bgremove.core.options import parse_options
+from bgremove.core.options import IMAGE_INPUTS, ImageInput, parse_options
 from bgremove.core.pipeline import remove_background
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings
+from bgremove.web.admission import Admission
+from bgremove.web.intake import SHARED_INPUTS, read_image_paths
 from bgremove.web.ui_controls import OptionField, option_fields
 from bgremove.web.ui_files import job_dir, read_limited, save
 from bgremove.web.ui_handlers import api_error
@@ -44,7 +46,6 @@ LEGACY_ORDER = (
     "only_mask",
     "bg_color",
 )
-BG_IMAGE_DOC = "optional image laid behind the subject, scaled to cover and centred."
 
 
 def api_fields() -> list[OptionField]:
@@ -68,9 +69,15 @@ def api_component(spec: OptionField) -> Component:
 
 
 def schema_function(
-    name: str, summary: str, returns: str, first: tuple[str, Any, str], body: Callable[[Any, dict[str, Any], str | None], Any]
+    name: str,
+    summary: str,
+    returns: str,
+    first: tuple[str, Any, str],
+    body: Callable[[Any, dict[str, Any], dict[str, str | None]], Any],
+    images: tuple[ImageInput, ...] = tuple(IMAGE_INPUTS.values()),
 ) -> Callable[..., Any]:
-    """A function `name(<first>, <every field>, bg_image=None)` calling `body(first, option values, bg_image)`.
+    """A function `name(<first>, <every field>, <every image input>=None)` calling `body(first, option values,
+    {image input: path})`; the image inputs are those of IMAGE_INPUTS (bg_image, ...), in its order.
 
     Its `__signature__`, `__annotations__` and docstring are what Gradio reads for parameter names, types,
     defaults and the MCP tool's descriptions.
@@ -85,15 +92,15 @@ def schema_function(
         )
         for f in fields
     ]
-    parameters.append(inspect.Parameter("bg_image", kind, default=None, annotation=str | None))
+    parameters += [inspect.Parameter(spec.name, kind, default=None, annotation=str | None) for spec in images]
     docs = [f"    {first_name}: {first_doc}"] + [f"    {f.name}: {f.description}" for f in fields]
-    docs.append(f"    bg_image: {BG_IMAGE_DOC}")
+    docs += [f"    {spec.name}: optional image. {spec.description}" for spec in images]
     names = [p.name for p in parameters]
 
     def endpoint(*values: Any) -> Any:
         given = dict(zip(names, values, strict=False))
         options = {f.name: given[f.name] for f in fields if f.name in given and (given[f.name] is not None or f.optional)}
-        return body(given.get(first_name), options, given.get("bg_image"))
+        return body(given.get(first_name), options, {spec.name: given.get(spec.name) for spec in images})
 
     endpoint.__name__ = endpoint.__qualname__ = name
     endpoint.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
@@ -102,21 +109,20 @@ def schema_function(
     return endpoint
 
 
-def remove_endpoint(settings: Settings, cache: SessionCache) -> Callable[..., str]:
-    def run(image: str | None, values: dict[str, Any], bg_image: str | None) -> str:
+def remove_endpoint(settings: Settings, cache: SessionCache, admission: Admission | None = None) -> Callable[..., str]:
+    gate = admission or Admission.for_settings(settings)
+
+    def run(image: str | None, values: dict[str, Any], image_inputs: dict[str, str | None]) -> str:
         try:
             if not image:
                 raise InvalidOption("No image was sent.", hint="Pass the photo first, e.g. handle_file('photo.jpg').")
             options = parse_options(values)
             filename = PurePath(image).name
-            result = remove_background(
-                read_limited(image, settings.max_image_bytes),
-                filename,
-                options,
-                settings=settings,
-                cache=cache,
-                bg_image=read_limited(bg_image, settings.max_image_bytes) if bg_image else None,
-            )
+            images = read_image_paths(image_inputs, settings)
+            with gate.slot("/gradio_api/remove"):  # the in-flight limit every door shares
+                result = remove_background(
+                    read_limited(image, settings.max_image_bytes), filename, options, settings=settings, cache=cache, **images
+                )
             return str(save(result.data, job_dir(), codecs.output_name(filename, result.extension, suffix="-nobg")))
         except Exception as exc:
             raise api_error(exc) from None
@@ -131,17 +137,22 @@ def remove_endpoint(settings: Settings, cache: SessionCache) -> Callable[..., st
     )
 
 
-def remove_batch_endpoint(settings: Settings, cache: SessionCache) -> Callable[..., tuple[str, dict[str, Any]]]:
-    def run(files: list[str] | None, values: dict[str, Any], bg_image: str | None) -> tuple[str, dict[str, Any]]:
+def remove_batch_endpoint(
+    settings: Settings, cache: SessionCache, admission: Admission | None = None
+) -> Callable[..., tuple[str, dict[str, Any]]]:
+    gate = admission or Admission.for_settings(settings)
+
+    def run(files: list[str] | None, values: dict[str, Any], image_inputs: dict[str, str | None]) -> tuple[str, dict[str, Any]]:
         try:
             options = parse_options(values)
-            background = read_limited(bg_image, settings.max_image_bytes) if bg_image else None
+            images = read_image_paths(image_inputs, settings)
             with ExitStack() as stack:
                 inputs = inputs_from_files([(Path(p).name, stack.enter_context(open(p, "rb"))) for p in files or []], settings)
             zip_path = job_dir() / "bgremove-results.zip"
             sink = ZipSink(zip_path)
-            for item in run_batch(inputs, options, settings=settings, cache=cache, bg_image=background):
-                sink.add(item)
+            with gate.slot("/gradio_api/remove_batch"):
+                for item in run_batch(inputs, options, settings=settings, cache=cache, **images):
+                    sink.add(item)
             manifest = sink.close(options.model or PurePath(settings.model_name).name)
         except Exception as exc:
             raise api_error(exc) from None
@@ -154,31 +165,32 @@ def remove_batch_endpoint(settings: Settings, cache: SessionCache) -> Callable[.
         "the zip, and the manifest (per file: status, output name, size, error and hint).",
         ("files", list[str], "images (PNG, JPEG, WebP) and/or zips of images."),
         run,
+        SHARED_INPUTS,
     )
 
 
-def add_api_endpoints(settings: Settings, cache: SessionCache, concurrency_id: str) -> None:
-    """Hidden inputs and the two public endpoints (call inside the Blocks)."""
+def add_api_endpoints(settings: Settings, cache: SessionCache, concurrency_id: str, admission: Admission | None = None) -> None:
+    """Hidden inputs and the two public endpoints (call inside the Blocks); `admission` is the app's gate."""
     with gr.Row(visible=False):
         image = gr.File(label="image", type="filepath")
         files = gr.File(label="files", file_count="multiple", type="filepath")
         options = [api_component(spec) for spec in api_fields()]
-        background = gr.File(label="bg_image", type="filepath")
+        image_inputs = {name: gr.File(label=name, type="filepath") for name in IMAGE_INPUTS}
         output = gr.File(label="output")
         zip_file = gr.File(label="zip")
         manifest = gr.JSON(label="manifest")
         remove_button = gr.Button()
         batch_button = gr.Button()
     remove_button.click(
-        remove_endpoint(settings, cache),
-        inputs=[image, *options, background],
+        remove_endpoint(settings, cache, admission),
+        inputs=[image, *options, *image_inputs.values()],
         outputs=output,
         api_name="remove",
         concurrency_id=concurrency_id,
     )
     batch_button.click(
-        remove_batch_endpoint(settings, cache),
-        inputs=[files, *options, background],
+        remove_batch_endpoint(settings, cache, admission),
+        inputs=[files, *options, *(image_inputs[spec.name] for spec in SHARED_INPUTS)],
         outputs=[zip_file, manifest],
         api_name="remove_batch",
         concurrency_id=concurrency_id,
