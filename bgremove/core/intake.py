@@ -17,7 +17,7 @@ SIZE_HINT = "Send a smaller file or raise MAX_IMAGE_SIZE_MB."
 
 def too_large(name: str, limit: int) -> ImageTooLarge:
     """The one refusal of an input over `limit` bytes; `name` is what the person sent (a field or a file name)."""
-    return ImageTooLarge(f"{name} is larger than the limit of {limit / 1048576:g} MB.", hint=SIZE_HINT)
+    return ImageTooLarge(f"{name} is larger than the limit of {limit / 1048576:.3g} MB.", hint=SIZE_HINT)
 
 
 def read_limited(source: IO[bytes] | str | Path, limit: int, name: str) -> bytes:
