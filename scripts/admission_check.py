@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from scripts.server import start_server, stop_server  # noqa: E402
+from scripts.server import start_server, stop_server
 
 DOORS = {
     "/api/remove": "file",
