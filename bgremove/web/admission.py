@@ -28,16 +28,17 @@ BUSY_MESSAGE = "The server is busy: the queue is full."
 class Admission:
     """A counting gate shared by the event loop (the guards) and worker threads (UI handlers, jobs)."""
 
-    def __init__(self, limit: int, on_change: Callable[[int], None] | None = None) -> None:
+    def __init__(self, limit: int) -> None:
         self.limit = limit
         self._in_flight = 0
         self._waiters = 0
         self._changed = threading.Condition()
-        self._on_change = on_change
+        self._on_change: Callable[[int], None] | None = None
         self._on_refusal: Callable[[str], None] | None = None
 
     @classmethod
     def for_settings(cls, settings: Settings) -> Admission:
+        """The documented limit: MAX_CONCURRENT_INFERENCES running + MAX_QUEUE_SIZE waiting for a slot."""
         return cls(settings.max_concurrent_inferences + settings.max_queue_size)
 
     def observe(self, in_flight: Callable[[int], None], refused: Callable[[str], None]) -> None:

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bgremove.core.errors import BgRemoveError, ImageTooLarge
 from bgremove.core.settings import Settings
 from bgremove.web.admission import Admission, busy
+from bgremove.web.errors import answer_native
 from bgremove.web.keys import KeyRequired, offered_key, request_key
 
 MULTIPART_OVERHEAD = 256 * 1024  # form fields and part headers around the files themselves
@@ -136,8 +137,6 @@ async def forward_with_body_limit(
 
 def native_door(settings: Settings) -> Door:
     """/api and /metrics: the native shape; /api/health is open (load balancers and the UI's checks need no key)."""
-    from bgremove.web.errors import answer_native  # the error table imports the jobs' errors; keep this module light
-
     upload = settings.max_image_bytes * 2 + MULTIPART_OVERHEAD  # the photo and an optional bg_image
     many = settings.max_batch_uncompressed_bytes + settings.max_image_bytes + MULTIPART_OVERHEAD
     limits = {"/api/remove": upload, "/api/remove/batch": many, "/api/jobs": many}
