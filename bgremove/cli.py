@@ -92,10 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder for the outputs and manifest.json; - writes the one output to stdout "
         "(the default, and only then optional, when the only INPUT is -)",
     )
-    remove.add_argument(
-        "--bg-image", type=Path, metavar="PATH", help="an image laid behind the subject, scaled to cover and centred"
-    )
-    add_photo_image_flags(remove)
+    add_image_input_flags(remove)
     remove.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout")
     _add_verbose(remove)
     add_option_flags(remove)
@@ -120,31 +117,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_photo_image_flags(parser: argparse.ArgumentParser) -> None:
-    """One `--keep-mask PATH`-style flag per image input that belongs to one photo (IMAGE_INPUTS, per_photo)."""
+def add_image_input_flags(parser: argparse.ArgumentParser) -> None:
+    """One `--bg-image PATH`-style flag per image input (IMAGE_INPUTS); a photo's own ones take one INPUT only."""
     from bgremove.core.options import IMAGE_INPUTS
 
     for spec in IMAGE_INPUTS.values():
-        if spec.per_photo:
-            flag = "--" + spec.name.replace("_", "-")
-            parser.add_argument(flag, type=Path, metavar="PATH", dest=spec.name, help=f"{spec.description} One INPUT only.")
+        flag = "--" + spec.name.replace("_", "-")
+        note = " One INPUT only." if spec.per_photo else ""
+        parser.add_argument(flag, type=Path, metavar="PATH", dest=spec.name, help=f"{spec.description}{note}")
 
 
-def _read_photo_images(args: argparse.Namespace, settings: Settings) -> dict[str, bytes]:
-    """The per-photo image inputs given (--keep-mask, --remove-mask), each read up to the size limit + 1."""
+def _read_image_inputs(args: argparse.Namespace, settings: Settings) -> dict[str, bytes]:
+    """The image inputs given (--bg-image, --keep-mask, ...), each under the size limit in every door's words."""
     from bgremove.core.errors import InvalidOption
+    from bgremove.core.intake import read_limited
     from bgremove.core.options import IMAGE_INPUTS
 
     images = {}
     for spec in IMAGE_INPUTS.values():
-        path = getattr(args, spec.name, None) if spec.per_photo else None
+        path = getattr(args, spec.name, None)
         if path is None:
             continue
-        flag = "--" + spec.name.replace("_", "-")
         try:
-            with path.open("rb") as handle:
-                images[spec.name] = handle.read(settings.max_image_bytes + 1)
+            images[spec.name] = read_limited(path, settings.max_image_bytes, spec.name)
         except OSError as exc:
+            flag = "--" + spec.name.replace("_", "-")
             raise InvalidOption(f"{flag} {path} cannot be read ({exc.strerror or exc}).", hint=spec.hint) from None
     return images
 
@@ -297,21 +294,6 @@ def _usage_error(message: str) -> int:
     return 2
 
 
-def _read_bg_image(path: Path | None, settings: Settings) -> bytes | None:
-    """--bg-image's bytes, read up to the size limit + 1 (the pipeline then says "too large" in its words)."""
-    if path is None:
-        return None
-    from bgremove.core.errors import InvalidOption
-
-    try:
-        with path.open("rb") as handle:
-            return handle.read(settings.max_image_bytes + 1)
-    except OSError as exc:
-        raise InvalidOption(
-            f"--bg-image {path} cannot be read ({exc.strerror or exc}).", hint="Give the path of a PNG, JPEG or WebP image."
-        ) from None
-
-
 def _remove(args: argparse.Namespace, options: RemovalOptions, settings: Settings) -> int:
     problem = _check_stdio(args)
     if problem:
@@ -319,8 +301,9 @@ def _remove(args: argparse.Namespace, options: RemovalOptions, settings: Setting
     missing = [str(p) for p in args.inputs if isinstance(p, Path) and p != STDIO and not p.exists()]
     if missing:
         return _usage_error(f"no such file or folder: {', '.join(missing)}")
-    bg_image = _read_bg_image(args.bg_image, settings)
-    photo_images = _read_photo_images(args, settings)
+    images = _read_image_inputs(args, settings)
+    bg_image = images.pop("bg_image", None)
+    photo_images = images  # the rest belong to one photo (touch-up strokes)
     if photo_images and args.engine == "ray":
         return _usage_error(f"{_flags(photo_images)} work with --engine local only")
     if args.engine == "ray":

@@ -60,6 +60,19 @@ class ModelUnavailable(BgRemoveError):
     """The model is unknown, not on disk and cannot be pulled, or fails to load."""
 
 
+class ModelUnreachable(ModelUnavailable):
+    """A catalog model is not on disk and could not be downloaded (no network, DNS, a proxy): retrying in a few
+    seconds will not fix it, the operator has to fetch it.
+
+    `hint` tells the operator where the file goes on the server (the CLI and the server log show it);
+    `public_hint` is what a remote client is told instead, since it cannot act on the server's paths.
+    """
+
+    def __init__(self, message: str, hint: str | None = None, *, public_hint: str = "") -> None:
+        super().__init__(message, hint)
+        self.public_hint = public_hint or self.hint
+
+
 class ModelCorrupt(ModelUnavailable):
     """The model file is on disk but is not a usable ONNX graph."""
 
@@ -68,6 +81,13 @@ class StorageFull(BgRemoveError):
     """The temporary directory is full or not writable: nothing partial is returned."""
 
     default_hint = "Free space in the temporary directory (TMPDIR) or point TMPDIR at a larger disk, then retry."
+
+
+class ServerBusy(BgRemoveError):
+    """Every in-flight slot is taken (MAX_CONCURRENT_INFERENCES + MAX_QUEUE_SIZE across every door): refused at
+    once rather than queued without bound; worth retrying in a few seconds."""
+
+    default_hint = "Retry after a few seconds."
 
 
 URL_HINT = "Send an http:// or https:// URL of the image, or upload the file instead."

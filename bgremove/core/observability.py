@@ -15,50 +15,69 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
 _SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
-REQUESTS = Counter("bgremove_requests_total", "HTTP requests by route, method and status code", ["route", "method", "code"])
-ERRORS = Counter("bgremove_errors_total", "HTTP responses with status >= 400 by route and code", ["route", "code"])
-LATENCY = Histogram(
-    "bgremove_request_seconds",
-    "HTTP request latency by route",
-    ["route"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128),
-)
+# Process-wide: the pipeline has no app to report to. Everything labelled by route is per app (`Metrics`).
 INFERENCE = Histogram(
     "bgremove_inference_seconds", "Forward pass (mask) time by model", ["model"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16)
 )
-WAITING = Gauge("bgremove_waiting_for_inference", "Requests waiting for an inference slot")
-IN_FLIGHT = Gauge("bgremove_api_in_flight", "REST removal requests being served or queued")
-LOADED = Gauge("bgremove_loaded_models", "Models loaded in memory")
-REJECTED = Counter("bgremove_overload_rejections_total", "Requests refused because the queue was full", ["route"])
-
-ROUTES = ("/api/remove/batch", "/api/remove", "/api/models", "/api/health", "/metrics", "/docs", "/redoc", "/openapi.json")
 
 
-def route_label(path: str) -> str:
-    """A bounded label set: our routes by name, everything of Gradio's as one bucket."""
-    if path in ROUTES:
-        return path
-    if path.startswith("/gradio_api/"):
-        return "/gradio_api"
-    return "/ui" if path == "/" or not path.startswith("/api/") else "other"
+class Metrics:
+    """One app's metrics in a registry of its own, so a second app in the same process (tests, a worker that builds
+    two) registers its own series instead of colliding with the first's. `payload` adds the process-wide ones."""
 
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self.requests = Counter(
+            "bgremove_requests_total",
+            "HTTP requests by route, method and status code",
+            ["route", "method", "code"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "bgremove_errors_total", "HTTP responses with status >= 400 by route and code", ["route", "code"], registry=registry
+        )
+        self.latency = Histogram(
+            "bgremove_request_seconds",
+            "HTTP request latency by route",
+            ["route"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128),
+            registry=registry,
+        )
+        self.waiting = Gauge("bgremove_waiting_for_inference", "Requests waiting for an inference slot", registry=registry)
+        self.in_flight = Gauge(
+            "bgremove_api_in_flight",
+            "Removals being served or queued, every door and the job workers together",
+            registry=registry,
+        )
+        self.loaded = Gauge("bgremove_loaded_models", "Models loaded in memory", registry=registry)
+        self.rejected = Counter(
+            "bgremove_overload_rejections_total", "Requests refused because the queue was full", ["route"], registry=registry
+        )
 
-def metrics_payload(refresh: Callable[[], None] | None = None) -> tuple[bytes, str]:
-    if refresh is not None:
-        refresh()
-    return generate_latest(), CONTENT_TYPE_LATEST
+    def payload(self, refresh: Callable[[], None] | None = None) -> tuple[bytes, str]:
+        if refresh is not None:
+            refresh()
+        return generate_latest(self.registry) + generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
 class RequestContext:
-    """ASGI middleware: request id in, out and in the logs; request counts, errors and latency."""
+    """ASGI middleware: request id in, out and in the logs; request counts, errors and latency by route.
 
-    def __init__(self, app: Any) -> None:
+    `route_of(scope)` names the route after the app has handled the request (the web layer reads the route
+    template the router matched, e.g. `/api/jobs/{job_id}`), so the labels stay bounded and no list of paths
+    is kept here.
+    """
+
+    def __init__(self, app: Any, metrics: Metrics, route_of: Callable[[dict[str, Any]], str]) -> None:
         self.app = app
+        self.metrics = metrics
+        self.route_of = route_of
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -67,7 +86,6 @@ class RequestContext:
         incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
         rid = incoming if _SANE_ID.fullmatch(incoming) else uuid.uuid4().hex[:16]
         token = request_id.set(rid)
-        route = route_label(scope.get("path", ""))
         started = time.perf_counter()
         status = {"code": 500}
 
@@ -80,11 +98,12 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            route = self.route_of(scope)
             code = str(status["code"])
-            REQUESTS.labels(route, scope.get("method", ""), code).inc()
+            self.metrics.requests.labels(route, scope.get("method", ""), code).inc()
             if status["code"] >= 400:
-                ERRORS.labels(route, code).inc()
-            LATENCY.labels(route).observe(time.perf_counter() - started)
+                self.metrics.errors.labels(route, code).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
             request_id.reset(token)
 
 

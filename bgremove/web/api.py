@@ -13,21 +13,20 @@ from pathlib import PurePath
 from typing import IO, Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import Response, StreamingResponse
 
 from bgremove import __version__
 from bgremove.batch.engine import inputs_from_files, run_batch
 from bgremove.batch.sinks import ZipSink
-from bgremove.core.errors import BgRemoveError, ImageTooLarge, InvalidOption, StorageFull
-from bgremove.core.fetch import FetchPolicy, fetch_url
-from bgremove.core.observability import LOADED, WAITING, metrics_payload
+from bgremove.core.errors import StorageFull
 from bgremove.core.pipeline import Result, remove_background
 from bgremove.core.registry import CATALOG, is_custom_model
 from bgremove.core.settings import Settings
 from bgremove.core.store import catalog_entry, list_models
-from bgremove.web.deps import AppSettings, Cache, Options, PhotoImages, Warmup
+from bgremove.web.deps import AppSettings, Cache, Options, Warmup
 from bgremove.web.errors import DISK_ERRNOS, ApiRoute
+from bgremove.web.intake import ImageBytes, image_inputs_dependency, image_or_url
 
 router = APIRouter(prefix="/api", tags=["background removal"], route_class=ApiRoute)
 
@@ -60,47 +59,9 @@ ImageUrl = Annotated[
         "is set."
     ),
 ]
-BackgroundImage = Annotated[UploadFile | None, File(description="An image laid behind the subject, scaled to cover and centred")]
+ImageInputs = Annotated[ImageBytes, Depends(image_inputs_dependency())]  # bg_image and every other image input
+SharedImages = Annotated[ImageBytes, Depends(image_inputs_dependency(shared_only=True))]
 BatchFiles = Annotated[list[UploadFile], File(description="One zip of images (folders inside are kept), or several image files")]
-
-
-def read_upload(upload: UploadFile, limit: int, field: str = "file") -> bytes:
-    """At most `limit` bytes of an upload (the guard already refused bodies far above it)."""
-    data = upload.file.read(limit + 1)
-    if len(data) > limit:
-        raise ImageTooLarge(
-            f"{upload.filename or field} is larger than the limit of {limit / 1024 / 1024:g} MB.",
-            hint="Send a smaller file or raise MAX_IMAGE_SIZE_MB.",
-        )
-    return data
-
-
-def fetch_image(url: str, settings: Settings) -> bytes:
-    """The bytes behind `image_url`, fetched under the SSRF rules and the upload size limit."""
-    policy = FetchPolicy(
-        max_bytes=settings.max_image_bytes,
-        timeout_seconds=settings.url_fetch_timeout_seconds,
-        allow_private_networks=settings.url_allow_private_networks,
-    )
-    try:
-        return fetch_url(url, policy)
-    except BgRemoveError as exc:  # fetch's messages are clauses ("the server answered 404"): say what they are about
-        raise type(exc)(f"image_url could not be fetched: {exc.message}.", hint=exc.hint) from exc
-
-
-def image_input(file: UploadFile | None, image_url: str | None, settings: Settings) -> tuple[bytes, str]:
-    """Exactly one of `file` and `image_url`: its bytes and a name for the output."""
-    if (file is None) == (image_url is None):
-        both = file is not None
-        raise InvalidOption(
-            "Send either `file` or `image_url`, not both." if both else "No image was sent.",
-            hint="Upload the image as the form field `file` (curl -F file=@photo.jpg), or give its address as `image_url`.",
-        )
-    if file is not None:
-        return read_upload(file, settings.max_image_bytes), file.filename or "image"
-    assert image_url is not None
-    name = PurePath(image_url.split("?", 1)[0].split("#", 1)[0].rstrip("/")).name
-    return fetch_image(image_url.strip(), settings), name or "image"
 
 
 def content_disposition(filename: str) -> str:
@@ -149,17 +110,15 @@ def remove(
     options: Options,
     settings: AppSettings,
     cache: Cache,
+    images: ImageInputs,
     file: ImageFile = None,
     image_url: ImageUrl = None,
-    bg_image: BackgroundImage = None,
-    images: PhotoImages = {},  # noqa: B006 (FastAPI fills it; never mutated)
 ) -> Response:
     """Remove the background of one image (an upload or a URL) and shape the output as the options ask.
     `keep_mask` / `remove_mask`: touch-up strokes over the photo; sending the same photo again with them reuses
     its prediction."""
-    data, name = image_input(file, image_url, settings)
-    background = read_upload(bg_image, settings.max_image_bytes, "bg_image") if bg_image is not None else None
-    result = remove_background(data, name, options, settings=settings, cache=cache, bg_image=background, **images)
+    data, name = image_or_url(file, image_url, settings)
+    result = remove_background(data, name, options, settings=settings, cache=cache, **images)
     return Response(content=result.data, media_type=result.media_type, headers=result_headers(result))
 
 
@@ -171,16 +130,15 @@ def remove(
     },
 )
 def remove_batch(
-    files: BatchFiles, options: Options, settings: AppSettings, cache: Cache, bg_image: BackgroundImage = None
+    files: BatchFiles, options: Options, settings: AppSettings, cache: Cache, images: SharedImages
 ) -> StreamingResponse:
     """Remove backgrounds from many images with the same options; a file that fails is listed in manifest.json
     with its error and hint, and the others are still processed."""
     inputs = inputs_from_files([(upload.filename or "", upload.file) for upload in files], settings)
-    background = read_upload(bg_image, settings.max_image_bytes, "bg_image") if bg_image is not None else None
     spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES, prefix="bgremove-batch-")  # noqa: SIM115
     sink = ZipSink(spool)
     try:
-        for item in run_batch(inputs, options, settings=settings, cache=cache, bg_image=background):
+        for item in run_batch(inputs, options, settings=settings, cache=cache, **images):
             sink.add(item)
         manifest = sink.close(PurePath(options.model or settings.model_name).name)
         size = spool.tell()
@@ -259,14 +217,3 @@ def default_model_info(settings: Settings) -> dict[str, Any]:
         }
     entry = catalog_entry(CATALOG[name], settings)
     return {"name": name, "license": entry.license, "source": entry.source, "sha256": entry.sha256, "on_disk": entry.on_disk}
-
-
-def metrics(cache: Cache) -> Response:
-    """Prometheus metrics (protected by API_KEYS like the rest of the API)."""
-
-    def refresh() -> None:
-        WAITING.set(cache.waiting)
-        LOADED.set(len(cache.loaded_names()))
-
-    payload, content_type = metrics_payload(refresh)
-    return Response(payload, media_type=content_type)

@@ -20,16 +20,18 @@ from fastapi.middleware.cors import CORSMiddleware
 from bgremove import __version__
 from bgremove.batch.jobs import JobRunner
 from bgremove.core.errors import ConfigError
-from bgremove.core.observability import RequestContext, configure_logging
+from bgremove.core.observability import Metrics, RequestContext, configure_logging
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings, get_settings
 from bgremove.core.warmup import WarmupState, limit_heap_growth, warm
 from bgremove.web import api, removebg
 from bgremove.web import jobs as jobs_api
 from bgremove.web.access_log import log_polls_at_debug
+from bgremove.web.admission import Admission, JobSlots
 from bgremove.web.api import EXPOSED_HEADERS
 from bgremove.web.errors import install_error_handlers
-from bgremove.web.guard import ApiGuard
+from bgremove.web.guard import DoorGuard, native_door
+from bgremove.web.metrics import metrics, route_template
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,12 @@ def create_app(settings: Settings | None = None, *, cache: SessionCache | None =
     if ui and settings.mcp_server and importlib.util.find_spec("mcp") is None:  # Gradio would fail with a traceback
         raise ConfigError("MCP_SERVER=1 needs the mcp package.", hint="Run: pip install -r requirements-mcp.txt")
     warmup = WarmupState()
-    jobs = JobRunner(settings, cache)  # durable batch jobs in DATA_DIR (ConfigError if it is unusable)
+    # Metrics and the admission gate are this app's own: a second app in the process counts apart.
+    app_metrics = Metrics()
+    admission = Admission.for_settings(settings)
+    admission.observe(app_metrics.in_flight.set, lambda door: app_metrics.rejected.labels(door).inc())
+    # Durable batch jobs in DATA_DIR (ConfigError if it is unusable); their forward passes wait for admission slots.
+    jobs = JobRunner(settings, JobSlots(cache, admission))  # type: ignore[arg-type]
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -78,12 +85,14 @@ def create_app(settings: Settings | None = None, *, cache: SessionCache | None =
     app.state.cache = cache
     app.state.warmup = warmup
     app.state.jobs = jobs
+    app.state.metrics = app_metrics
+    app.state.admission = admission
     app.include_router(api.router)
     app.include_router(jobs_api.router)  # every /api router before install_error_handlers (its /api fallback comes last)
-    app.add_api_route("/metrics", api.metrics, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
     install_error_handlers(app)
-    app.add_middleware(ApiGuard, settings=settings)
-    removebg.install_removebg(app, settings)  # /v1.0: remove.bg's shapes; its guard sits inside CORS and request ids
+    app.add_middleware(DoorGuard, settings=settings, admission=admission, door=native_door(settings))
+    removebg.install_removebg(app, settings, admission)  # /v1.0: remove.bg's shapes, the same gate
     # Outermost last: request ids and metrics see every response; CORS answers preflights before the key check.
     # An explicit CORSMiddleware also stops Gradio adding its own permissive one. No origins: same-origin only.
     app.add_middleware(
@@ -93,7 +102,7 @@ def create_app(settings: Settings | None = None, *, cache: SessionCache | None =
         allow_headers=["X-API-Key", "Authorization", "Content-Type", "X-Request-ID"],
         expose_headers=EXPOSED_HEADERS + removebg.EXPOSED_HEADERS,
     )
-    app.add_middleware(RequestContext)
+    app.add_middleware(RequestContext, metrics=app_metrics, route_of=route_template)
     log_polls_at_debug(app.url_path_for("health"))
     if ui:
         mount_ui(app, settings, cache)  # last: the mount at "/" would shadow any route added after it
@@ -108,7 +117,7 @@ def mount_ui(app: FastAPI, settings: Settings, cache: SessionCache) -> None:
 
     gr.mount_gradio_app(
         app,
-        build_ui(settings=settings, cache=cache, jobs=app.state.jobs),
+        build_ui(settings=settings, cache=cache, jobs=app.state.jobs, admission=app.state.admission),
         path="/",
         ssr_mode=False,
         css=CSS,

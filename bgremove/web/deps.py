@@ -15,15 +15,15 @@ import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any
 
-from fastapi import Depends, File, Form, Request, UploadFile
+from fastapi import Depends, Form, Request
 
-from bgremove.core.errors import ImageTooLarge
-from bgremove.core.options import IMAGE_INPUTS, ImageInput, RemovalOptions, field_extra, parse_options
+from bgremove.core.options import IMAGE_INPUTS, RemovalOptions, field_extra, parse_options
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings
 from bgremove.core.warmup import WarmupState
 
-REQUEST_FIELDS = frozenset({"file", "files", "image_url", *IMAGE_INPUTS})  # the removal endpoints' non-option fields
+# The removal endpoints' non-option fields: the image, its URL, the batch files and every image-valued input.
+REQUEST_FIELDS = frozenset({"file", "files", "image_url", *IMAGE_INPUTS})
 _PROPERTIES: dict[str, Any] = RemovalOptions.model_json_schema()["properties"]  # each option's JSON schema
 
 
@@ -92,46 +92,6 @@ def options_dependency(request_fields: frozenset[str] = REQUEST_FIELDS) -> Calla
     return options
 
 
-def image_inputs_dependency(specs: list[ImageInput]) -> Callable[..., Awaitable[dict[str, bytes]]]:
-    """A dependency reading the image inputs `specs` as optional file fields: name -> bytes of those sent, each
-    under MAX_IMAGE_SIZE_MB. The core checks what they contain (`remove_background(..., name=bytes)`)."""
-
-    async def images(request: Request, **uploads: UploadFile | None) -> dict[str, bytes]:
-        settings: Settings = request.app.state.settings
-        sent: dict[str, bytes] = {}
-        for name, upload in uploads.items():
-            if upload is None:
-                continue
-            data = await upload.read(settings.max_image_bytes + 1)
-            if len(data) > settings.max_image_bytes:
-                raise ImageTooLarge(
-                    f"{name} is larger than the limit of {settings.max_image_size_mb:g} MB.",
-                    hint=f"Send a smaller {name} or raise MAX_IMAGE_SIZE_MB.",
-                )
-            sent[name] = data
-        return sent
-
-    images.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [
-            inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),
-            *(
-                inspect.Parameter(
-                    spec.name,
-                    inspect.Parameter.KEYWORD_ONLY,
-                    default=None,
-                    annotation=Annotated[UploadFile | None, File(description=spec.description)],
-                )
-                for spec in specs
-            ),
-        ],
-        return_annotation=dict[str, bytes],
-    )
-    return images
-
-
-# One photo's own image inputs (touch-up hints): /api/remove and a one-photo job take them, a batch cannot share them.
-photo_images = image_inputs_dependency([spec for spec in IMAGE_INPUTS.values() if spec.per_photo])
-PhotoImages = Annotated[dict[str, bytes], Depends(photo_images)]
 removal_options = options_dependency()  # /api/remove and /api/remove/batch
 Options = Annotated[RemovalOptions, Depends(removal_options)]
 AppSettings = Annotated[Settings, Depends(get_settings)]

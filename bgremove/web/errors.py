@@ -1,9 +1,13 @@
-"""The native API's one error shape, `{"detail": str, "hint": str}`, for every status, mapped in one place.
+"""The one error table, and the native API's one error shape `{"detail": str, "hint": str}` for every status.
 
-Core errors keep their message and hint (status from HTTP_STATUS); FastAPI's validation errors are worded by
-`core.options.describe_error`, so a bad option reads the same as at the CLI or the UI; 404/405 under /api and
-unexpected exceptions (500, logged, no traceback sent) get the same shape. Gradio's own routes are a separate
-app mounted at / and keep their own errors.
+`TABLE` maps each typed error to its HTTP status, its Retry-After and remove.bg's code for it; the message and the
+hint are the error's own (`client_hint`: what a remote client may see). Every door reads it: the native handlers
+below, the guards (401/413/503 before a body is read), the jobs router and the remove.bg door, which only renames
+codes, changes the envelope, and answers the few statuses remove.bg's protocol fixes differently (`removebg_status`).
+
+FastAPI's validation errors are worded by `core.options.describe_error`, so a bad option reads the same as at the
+CLI or the UI; 404/405 under /api and unexpected exceptions (500, logged, no traceback sent) get the same shape.
+Gradio's own routes are a separate app mounted at / and keep their own errors.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import errno
 import logging
 import tempfile
 from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,6 +27,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
 
+from bgremove.batch.jobs import JobNotFinished, JobNotFound, JobQueueFull
 from bgremove.core.errors import (
     BgRemoveError,
     ConfigError,
@@ -30,6 +36,9 @@ from bgremove.core.errors import (
     InvalidHint,
     InvalidOption,
     ModelUnavailable,
+    ModelUnreachable,
+    NoForeground,
+    ServerBusy,
     StorageFull,
     UnsupportedFormat,
     UrlFetchFailed,
@@ -37,29 +46,67 @@ from bgremove.core.errors import (
 )
 from bgremove.core.observability import request_id
 from bgremove.core.options import IMAGE_INPUTS, describe_error
+from bgremove.web.keys import KeyRequired
 
 log = logging.getLogger(__name__)
 
-HTTP_STATUS: dict[type[BgRemoveError], int] = {
-    StorageFull: 507,
-    UnsupportedFormat: 400,
-    CorruptImage: 400,
-    ImageTooLarge: 413,
-    InvalidOption: 422,
-    InvalidHint: 400,  # a touch-up hint that is not an image or not drawn over this photo: a bad file, not a bad value
-    UrlRefused: 400,  # a refused image_url (issue 14: 400 that says why, as on the remove.bg door)
-    ModelUnavailable: 503,
-    ConfigError: 500,
-    UrlFetchFailed: 400,  # image_url could not be fetched (remove.bg answers the same)
+
+@dataclass(frozen=True)
+class Rule:
+    """How every door answers one kind of error."""
+
+    status: int
+    code: str  # remove.bg's name for it
+    retry_after: int | None = None  # seconds; None: retrying soon will not help
+    removebg_status: int | None = None  # remove.bg's protocol answers this one with another status
+    challenge: bool = False  # ask for credentials (WWW-Authenticate)
+
+    @property
+    def removebg(self) -> int:
+        return self.removebg_status or self.status
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
+        return headers | ({"WWW-Authenticate": "Bearer"} if self.challenge else {})
+
+
+BUSY_SECONDS = 5
+# The nearest class in an error's MRO wins, so a subclass listed here overrides its parent's row.
+TABLE: dict[type[BgRemoveError], Rule] = {
+    ServerBusy: Rule(503, "rate_limit_exceeded", retry_after=BUSY_SECONDS, removebg_status=429),
+    KeyRequired: Rule(401, "auth_failed", removebg_status=403, challenge=True),
+    ImageTooLarge: Rule(413, "file_too_large", removebg_status=400),
+    UnsupportedFormat: Rule(400, "invalid_file_type"),
+    CorruptImage: Rule(400, "failed_to_read_image"),
+    InvalidOption: Rule(422, "invalid_parameter", removebg_status=400),
+    InvalidHint: Rule(400, "invalid_parameter"),  # touch-up strokes that are not an image of this photo: a bad file
+    UrlRefused: Rule(400, "invalid_parameter"),  # a refused URL: 400 that says why, as remove.bg answers
+    UrlFetchFailed: Rule(400, "failed_image_download"),
+    NoForeground: Rule(400, "unknown_foreground"),
+    ModelUnavailable: Rule(503, "model_unavailable", retry_after=30),  # e.g. a corrupt file a pull can fix
+    ModelUnreachable: Rule(503, "model_unavailable"),  # a failed download: no retry promise it cannot keep
+    StorageFull: Rule(507, "storage_full", retry_after=60),  # a disk is not freed in seconds
+    JobNotFound: Rule(404, "not_found"),
+    JobNotFinished: Rule(409, "job_not_finished", retry_after=5),
+    JobQueueFull: Rule(429, "rate_limit_exceeded", retry_after=30),
+    ConfigError: Rule(500, "internal_error"),
 }
-RETRY_AFTER_SECONDS = "30"  # 503 (model unavailable) and 507 (disk full): worth retrying later, not at once
+UNEXPECTED = Rule(500, "internal_error")
+# HTTP-level refusals that are not typed errors (routing, FastAPI's form parser).
+HTTP_RULES: dict[int, Rule] = {
+    400: Rule(400, "invalid_request"),
+    404: Rule(404, "not_found"),
+    405: Rule(405, "method_not_allowed"),
+    413: TABLE[ImageTooLarge],
+    422: TABLE[InvalidOption],
+}
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)  # a full or read-only TMPDIR
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 # Hints for the HTTP-level refusals that carry no hint of their own.
 STATUS_HINTS: dict[int, str] = {
     400: "Check the request against GET /docs.",
-    401: "Send an API key as `X-API-Key: KEY` or `Authorization: Bearer KEY`.",
+    401: KeyRequired.default_hint,
     404: "See GET /docs for the API's endpoints.",
     413: "Send a smaller file or raise MAX_IMAGE_SIZE_MB / MAX_BATCH_UNCOMPRESSED_MB.",
     422: "Check the request against GET /docs.",
@@ -67,22 +114,46 @@ STATUS_HINTS: dict[int, str] = {
 UPLOAD_FIELDS: dict[str, str] = {
     "file": "Send the image as a multipart/form-data file field named `file`, e.g. `curl -F file=@photo.jpg ...`.",
     "files": "Send images or zips as multipart/form-data file fields named `files`, e.g. `curl -F files=@photos.zip ...`.",
-    "bg_image": "Send the background as a multipart/form-data file field named `bg_image`.",
+    **{name: spec.hint for name, spec in IMAGE_INPUTS.items()},
 }
-UPLOAD_FIELDS |= {name: spec.hint for name, spec in IMAGE_INPUTS.items() if name not in UPLOAD_FIELDS}
+
+
+def rule_for(exc: BgRemoveError) -> Rule:
+    """The row of the nearest class in the error's MRO; an untyped BgRemoveError is a 500."""
+    return next((TABLE[cls] for cls in type(exc).__mro__ if cls in TABLE), UNEXPECTED)
 
 
 def status_for(exc: BgRemoveError) -> int:
-    """The HTTP status of a core error: the nearest class in HTTP_STATUS, else 500."""
-    for cls in type(exc).__mro__:
-        if cls in HTTP_STATUS:
-            return HTTP_STATUS[cls]
-    return 500
+    return rule_for(exc).status
+
+
+def client_hint(exc: BgRemoveError) -> str:
+    """The hint a remote client sees: never the server's paths (the server log keeps the operator's hint)."""
+    public = getattr(exc, "public_hint", "") or exc.hint
+    if public != exc.hint:
+        log.warning("%s %s", exc.message, exc.hint)
+    return public
 
 
 def error_response(status: int, detail: str, hint: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     """The one error body of the native API."""
     return JSONResponse({"detail": detail, "hint": hint}, status_code=status, headers=dict(headers or {}) or None)
+
+
+def native_response(exc: BgRemoveError, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """A typed error as the native API answers it: the table's status and Retry-After, the error's words."""
+    rule = rule_for(exc)
+    return error_response(rule.status, exc.message, client_hint(exc), {**rule.headers(), **(headers or {})})
+
+
+def answer_native(exc: Exception) -> Response:
+    """A refusal made before the app saw the request (the guard), in the native shape."""
+    if isinstance(exc, BgRemoveError):
+        return native_response(exc)
+    if isinstance(exc, StarletteHTTPException):
+        hint = getattr(exc, "hint", None) or STATUS_HINTS.get(exc.status_code, "")
+        return error_response(exc.status_code, str(exc.detail), hint, exc.headers)
+    return internal_error_response()
 
 
 def is_native_path(path: str) -> bool:
@@ -92,9 +163,7 @@ def is_native_path(path: str) -> bool:
 
 async def core_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, BgRemoveError)
-    status = status_for(exc)
-    headers = {"Retry-After": RETRY_AFTER_SECONDS} if status in (503, 507) else None
-    return error_response(status, exc.message, exc.hint, headers)
+    return native_response(exc)
 
 
 async def validation_error(_: Request, exc: Exception) -> Response:

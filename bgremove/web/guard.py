@@ -1,110 +1,103 @@
-"""The edge in front of /api and /metrics, before any body is read (plain ASGI: it must act before FastAPI
-parses a multipart body, which a dependency cannot)."""
+"""The edge in front of each HTTP door, before any body is read (plain ASGI: it must act before FastAPI parses a
+multipart body, which a dependency cannot). One class for every door; a `Door` says which paths it covers,
+their body limits, which requests are removals, and how the door words a refusal.
+
+1. API keys (when API_KEYS is set): the one key reader (`web.keys`), else `KeyRequired` (401, remove.bg's 403);
+2. upload size: `ImageTooLarge` as soon as the declared or streamed body passes the path's limit;
+3. admission: a removal takes a slot of the app's one gate (`web.admission`), shared with every other door and
+   the job workers; when none is free, `ServerBusy` (503 + Retry-After, remove.bg's 429) instead of a queue.
+"""
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from fastapi import HTTPException
-from fastapi.responses import JSONResponse
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bgremove.core.observability import IN_FLIGHT, REJECTED
+from bgremove.core.errors import BgRemoveError, ImageTooLarge
 from bgremove.core.options import IMAGE_INPUTS
 from bgremove.core.settings import Settings
+from bgremove.web.admission import Admission, busy
+from bgremove.web.errors import answer_native
+from bgremove.web.keys import KeyRequired, offered_key, request_key
 
-MULTIPART_OVERHEAD = 256 * 1024  # form fields and part headers around the file itself
+MULTIPART_OVERHEAD = 256 * 1024  # form fields and part headers around the files themselves
 SIZE_HINT = "Send a smaller file or raise MAX_IMAGE_SIZE_MB / MAX_BATCH_UNCOMPRESSED_MB."
-OPEN_PATHS = frozenset({"/api/health"})  # load balancers and the UI's health checks need no key
-
-
-SIZE_DETAIL = "Upload is larger than the size limit."
+SIZE_DETAIL = "The upload is larger than the size limit."
 
 
 class BodyTooLarge(HTTPException):
-    """An HTTPException, so FastAPI's form parser re-raises it (answered as 413 by web.errors) instead of a 400."""
+    """Raised from receive() once the streamed body passes the limit. An HTTPException, so FastAPI's form parser
+    re-raises it (answered as 413, or remove.bg's 400 `file_too_large`) instead of turning it into a 400."""
 
     def __init__(self) -> None:
         super().__init__(413, SIZE_DETAIL)
         self.hint = SIZE_HINT
 
 
-class ApiGuard:
-    """Runs before any body is read:
+def body_too_large(limit: int) -> ImageTooLarge:
+    return ImageTooLarge(f"The upload is larger than the limit of {limit / 1048576:.1f} MB.", hint=SIZE_HINT)
 
-    1. API keys (when API_KEYS is set): `X-API-Key: KEY` or `Authorization: Bearer KEY`, else 401;
-    2. admission: beyond MAX_CONCURRENT_INFERENCES + MAX_QUEUE_SIZE removal requests in flight, 503 with
-       Retry-After instead of an unbounded queue;
-    3. upload size: 413 as soon as the declared or streamed body passes the limit.
-    """
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+@dataclass(frozen=True)
+class Door:
+    """What the guard needs to know of one door."""
+
+    covers: Callable[[str], bool]  # the paths behind this guard
+    body_limit: Callable[[str, str], int | None]  # (path, method) -> bytes, or None: not an upload route
+    is_removal: Callable[[str, str], bool]  # (path, method) -> takes an admission slot
+    answer: Callable[[Exception], Response]  # the door's error shape
+    key_refusal: Callable[[bool], KeyRequired]  # missing (True) or wrong key, in the door's words
+
+
+class DoorGuard:
+    def __init__(self, app: ASGIApp, settings: Settings, admission: Admission, door: Door) -> None:
         self.app = app
-        self.keys = [key.encode() for key in settings.api_keys]
-        image_limit = settings.max_image_bytes * (1 + len(IMAGE_INPUTS)) + MULTIPART_OVERHEAD  # photo + image inputs
-        self.size_limits = {
-            "/api/remove": image_limit,
-            "/api/remove/batch": settings.max_batch_uncompressed_bytes + settings.max_image_bytes + MULTIPART_OVERHEAD,
-            "/api/jobs": settings.max_batch_uncompressed_bytes + settings.max_image_bytes + MULTIPART_OVERHEAD,
-        }
-        self.unmetered = frozenset({"/api/jobs"})
-        self.max_in_flight = settings.max_concurrent_inferences + settings.max_queue_size
-        self.in_flight = 0
+        self.keys = tuple(settings.api_keys)
+        self.admission = admission
+        self.door = door
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
-        if not (path.startswith("/api/") or path == "/metrics") or path in OPEN_PATHS:
+        if not (path and self.door.covers(path)):
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        if self.keys and not key_is_valid(headers, self.keys):
-            await reply(
-                send,
-                401,
-                "A valid API key is required.",
-                "Send it as `X-API-Key: KEY` or `Authorization: Bearer KEY`.",
-                {"WWW-Authenticate": "Bearer"},
-            )
+        if self.keys and request_key(headers, self.keys) is None:
+            await self._refuse(self.door.key_refusal(not offered_key(headers)), scope, receive, send)
             return
-        limit = self.size_limits.get(path)
         method = scope.get("method", "GET")
+        limit = self.door.body_limit(path, method)
         if limit is None:
             await self.app(scope, receive, send)
             return
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
-            await reply(send, 413, f"Upload is larger than the limit of {limit / 1024 / 1024:.1f} MB.", SIZE_HINT)
+            await self._refuse(body_too_large(limit), scope, receive, send)
             return
-        if method == "GET" or path in self.unmetered:  # jobs queue themselves: 429/507 from the job store, not 503 here
+        if not self.door.is_removal(path, method):
             await self._with_size_limit(scope, receive, send, limit)
             return
-        if self.in_flight >= self.max_in_flight:
-            REJECTED.labels(path).inc()
-            await reply(send, 503, "The server is busy: the queue is full.", "Retry after a few seconds.", {"Retry-After": "5"})
+        if not self.admission.try_enter(path):
+            await self._refuse(busy(), scope, receive, send)
             return
-        self.in_flight += 1
-        IN_FLIGHT.set(self.in_flight)
         try:
             await self._with_size_limit(scope, receive, send, limit)
         finally:
-            self.in_flight -= 1
-            IN_FLIGHT.set(self.in_flight)
+            self.admission.leave()
+
+    async def _refuse(self, exc: BgRemoveError, scope: Scope, receive: Receive, send: Send) -> None:
+        """An error in the door's shape, sent before the app (and its exception handlers) ever saw the request."""
+        await self.door.answer(exc)(scope, receive, send)
 
     async def _with_size_limit(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-        async def too_large(exc: Exception) -> None:  # raised outside FastAPI's form parser, so no handler saw it
-            await reply(send, 413, SIZE_DETAIL, SIZE_HINT)
+        async def too_large(exc: Exception) -> None:  # raised outside the route's own error mapping
+            await self.door.answer(exc)(scope, receive, send)
 
         await forward_with_body_limit(self.app, (scope, receive, send), limit, BodyTooLarge, too_large)
-
-
-def key_is_valid(headers: dict[bytes, bytes], keys: list[bytes]) -> bool:
-    """`X-API-Key: KEY` (any casing) or `Authorization: Bearer KEY` names one of `keys`; compared in constant time."""
-    offered = headers.get(b"x-api-key", b"")
-    authorization = headers.get(b"authorization", b"")
-    if not offered and authorization[:7].lower() == b"bearer ":
-        offered = authorization[7:].strip()
-    return bool(offered) and any(hmac.compare_digest(offered, key) for key in keys)
 
 
 async def forward_with_body_limit(
@@ -143,11 +136,17 @@ async def forward_with_body_limit(
             await answer(exc)
 
 
-async def reply(send: Send, status: int, detail: str, hint: str, headers: dict[str, str] | None = None) -> None:
-    """An error in the API's shape, sent before the app (and its exception handlers) ever saw the request."""
-    response = JSONResponse({"detail": detail, "hint": hint}, status_code=status, headers=headers)
-    await response({"type": "http"}, _no_receive, send)
+def native_door(settings: Settings) -> Door:
+    """/api and /metrics: the native shape; /api/health is open (load balancers and the UI's checks need no key)."""
+    upload = settings.max_image_bytes * (1 + len(IMAGE_INPUTS)) + MULTIPART_OVERHEAD  # the photo and its image inputs
+    many = settings.max_batch_uncompressed_bytes + settings.max_image_bytes + MULTIPART_OVERHEAD
+    limits = {"/api/remove": upload, "/api/remove/batch": many, "/api/jobs": many}
+    removals = frozenset({"/api/remove", "/api/remove/batch"})  # jobs queue themselves (429/507 from the store)
 
-
-async def _no_receive() -> Message:
-    return {"type": "http.disconnect"}
+    return Door(
+        covers=lambda path: (path.startswith("/api/") or path == "/metrics") and path != "/api/health",
+        body_limit=lambda path, method: limits.get(path),
+        is_removal=lambda path, method: path in removals and method != "GET",
+        answer=answer_native,
+        key_refusal=lambda missing: KeyRequired("A valid API key is required."),
+    )

@@ -10,74 +10,30 @@ asked too early, 429 too many jobs queued (MAX_QUEUE_SIZE), 507 over JOB_DISK_QU
 from __future__ import annotations
 
 import contextlib
-import hmac
 import re
 import tempfile
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Iterator
 from typing import IO, Annotated, Any
 
-from fastapi import Depends, File, Form, HTTPException, Query, Request, UploadFile
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi import Depends, File, Form, Query, Request, UploadFile
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRouter
 
 from bgremove.batch.engine import inputs_from_files
-from bgremove.batch.jobs import (
-    Job,
-    JobNotFinished,
-    JobNotFound,
-    JobQueueFull,
-    JobRunner,
-    check_callback_url,
-    check_model,
-    storage_error,
-)
-from bgremove.core.errors import BgRemoveError, ImageTooLarge, InvalidHint, StorageFull
-from bgremove.core.fetch import UrlFetchFailed, UrlRefused
-from bgremove.core.options import RemovalOptions
+from bgremove.batch.jobs import Job, JobNotFound, JobRunner, check_callback_url, check_model, storage_error
+from bgremove.core.errors import InvalidHint
+from bgremove.core.options import IMAGE_INPUTS, RemovalOptions
 from bgremove.core.settings import Settings
-from bgremove.web.deps import REQUEST_FIELDS, PhotoImages, options_dependency
-from bgremove.web.errors import ApiRoute, error_response, status_for
+from bgremove.web.deps import REQUEST_FIELDS, options_dependency
+from bgremove.web.errors import ApiRoute
+from bgremove.web.intake import ImageBytes, image_inputs_dependency
+from bgremove.web.keys import KeyRequired, request_key
 
-JOB_STATUS: dict[type[BgRemoveError], int] = {
-    JobNotFound: 404,
-    JobNotFinished: 409,
-    JobQueueFull: 429,
-    StorageFull: 507,
-    UrlRefused: 400,  # callback_url refused by the SSRF guard
-    UrlFetchFailed: 400,  # callback_url's host does not resolve
-}
-RETRY_AFTER = {409: "5", 429: "30", 503: "30", 507: "60"}
 JOB_FIELDS = REQUEST_FIELDS | {"callback_url"}  # form fields of POST /api/jobs that are not options
 JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 
-def job_status_for(exc: BgRemoveError) -> int:
-    """The HTTP status of an error here: the jobs' own table first, then the API's (web.errors.HTTP_STATUS)."""
-    for cls in type(exc).__mro__:
-        if cls in JOB_STATUS:
-            return JOB_STATUS[cls]
-    return status_for(exc)
-
-
-class JobsRoute(ApiRoute):
-    """ApiRoute (unexpected errors -> our 500) that also answers the jobs' errors, raised in handlers or in
-    dependencies, with their own status codes; every other error goes on to the app's handlers."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def mapped(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except BgRemoveError as exc:
-                status = job_status_for(exc)
-                headers = {"Retry-After": RETRY_AFTER[status]} if status in RETRY_AFTER else None
-                return error_response(status, exc.message, exc.hint, headers)
-
-        return mapped
-
-
-router = APIRouter(prefix="/api/jobs", tags=["batch jobs"], route_class=JobsRoute)
+router = APIRouter(prefix="/api/jobs", tags=["batch jobs"], route_class=ApiRoute)  # errors: web.errors.TABLE
 
 
 # --- dependencies -----------------------------------------------------------------------------------------------
@@ -100,14 +56,9 @@ async def get_owner(request: Request, runner: Runner) -> str:
     settings = runner.settings
     if not settings.api_keys:
         return ""
-    key = request.headers.get("x-api-key", "")
-    authorization = request.headers.get("authorization", "")
-    if not key and authorization[:7].lower() == "bearer ":
-        key = authorization[7:].strip()
-    if not key or not any(hmac.compare_digest(key.encode(), known.encode()) for known in settings.api_keys):
-        exc = HTTPException(401, "A valid API key is required.", headers={"WWW-Authenticate": "Bearer"})
-        exc.hint = "Send it as `X-API-Key: KEY` or `Authorization: Bearer KEY`."  # type: ignore[attr-defined]
-        raise exc
+    key = request_key(request.headers, settings.api_keys)
+    if key is None:
+        raise KeyRequired("A valid API key is required.")
     return runner.store.owner_of(key)
 
 
@@ -120,7 +71,9 @@ JobFiles = Annotated[
     list[UploadFile],
     File(description="One zip of images (folders inside are kept), or several image files: the same inputs as /api/remove/batch"),
 ]
-BackgroundImage = Annotated[UploadFile | None, File(description="An image laid behind every subject")]
+# Every image input: the shared ones (bg_image) serve all the job's photos; a photo's own (touch-up strokes) need a
+# job of one photo.
+JobImages = Annotated[ImageBytes, Depends(image_inputs_dependency())]
 CallbackUrl = Annotated[
     str | None,
     Form(
@@ -175,30 +128,23 @@ def submit_job(
     options: JobOptions,
     runner: Runner,
     owner: Owner,
-    bg_image: BackgroundImage = None,
+    images: JobImages,
     callback_url: CallbackUrl = None,
-    images: PhotoImages = {},  # noqa: B006 (FastAPI fills it; never mutated)
 ) -> JSONResponse:
     """Queue a batch job and answer at once; poll status_url, then fetch result_url (a zip like /api/remove/batch's)."""
     settings: Settings = runner.settings
     check_model(options, settings)
     url = check_callback_url(callback_url, settings) if callback_url and callback_url.strip() else None
     inputs = inputs_from_files([(upload.filename or "", upload.file) for upload in files], settings)
-    if images and len(inputs) != 1:  # touch-up strokes are drawn over one photo
+    photo_images = {name: data for name, data in images.items() if IMAGE_INPUTS[name].per_photo}
+    if photo_images and len(inputs) != 1:  # touch-up strokes are drawn over one photo
         raise InvalidHint(
-            f"{' and '.join(images)} {'is' if len(images) == 1 else 'are'} drawn over one photo, but the job has "
-            f"{len(inputs)} images.",
+            f"{' and '.join(photo_images)} {'is' if len(photo_images) == 1 else 'are'} drawn over one photo, but the "
+            f"job has {len(inputs)} images.",
             hint="Send one image with its strokes per job (or per POST /api/remove).",
         )
-    background = None
-    if bg_image is not None:
-        background = bg_image.file.read(settings.max_image_bytes + 1)
-        if len(background) > settings.max_image_bytes:
-            raise ImageTooLarge(
-                f"bg_image is larger than the limit of {settings.max_image_size_mb:g} MB.",
-                hint="Send a smaller background or raise MAX_IMAGE_SIZE_MB.",
-            )
-    job = runner.store.submit(inputs, options, owner=owner, callback_url=url, bg_image=background, photo_images=images)
+    shared = {name: data for name, data in images.items() if name not in photo_images}
+    job = runner.store.submit(inputs, options, owner=owner, callback_url=url, photo_images=photo_images, **shared)
     runner.wake()
     body: dict[str, Any] = {"id": job.id, "status": job.status, "total": job.total, **links(request, job.id)}
     return JSONResponse(body, status_code=202, headers={"Location": body["status_url"]})

@@ -7,113 +7,85 @@ Why each piece is here:
   schema's wording is what a refusal says. remove.bg-only parameters that change nothing here (`type`, `type_level`,
   `semitransparency`) are checked against remove.bg's values and reported back (`X-Type`); parameters neither
   remove.bg nor the schema know are ignored, as remove.bg ignores them, and listed in `X-Ignored-Parameters`.
-- Errors have remove.bg's shape `{"errors": [{"title", "code", "detail"}]}` and are mapped in one place
-  (`problem_for`), applied by this router's route class, so the app-wide native handlers never see them.
-- `RemoveBgGuard` does for /v1.0 what the native guard does for /api, before any body is read: the API key
-  (403 `auth_failed`), the upload size (400 `file_too_large`) and admission (429 + Retry-After).
+  remove.bg's vocabulary and the OpenAPI shapes are in `web.removebg_shapes`.
+- Inputs are read by the shared intake (`web.intake`): uploads and base64 under the size limit, URLs under the SSRF
+  policy, each image input of the schema as `<name>_file` / `<name>_url`.
+- Errors: status and Retry-After come from the one error table (`web.errors.TABLE`); this door only renames the
+  code (`invalid_<name>`, `failed_image_download`, ...) and answers remove.bg's envelope
+  `{"errors": [{"title", "code", "detail"}]}` (`problem_for`, applied by this router's route class).
+- The guard in front of /v1.0 is the native one (`web.guard.DoorGuard`) with this door's words: the API key
+  (403 `auth_failed`), the upload size (400 `file_too_large`) and the app's one admission gate (429 + Retry-After).
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import logging
-import re
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from pathlib import PurePath
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bgremove.core.errors import (
-    BgRemoveError,
-    CorruptImage,
-    ImageTooLarge,
-    InvalidOption,
-    ModelUnavailable,
-    NoForeground,
-    StorageFull,
-    UnsupportedFormat,
-    UrlFetchFailed,
-    UrlRefused,
-)
-from bgremove.core.fetch import FetchPolicy, fetch_url
-from bgremove.core.observability import REJECTED, request_id
+from bgremove.core.errors import BgRemoveError, InvalidOption, NoForeground, UrlFetchFailed, UrlRefused
+from bgremove.core.observability import request_id
 from bgremove.core.options import IMAGE_INPUTS, RemovalOptions, describe_error
 from bgremove.core.pipeline import Result, remove_background
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings
-from bgremove.web.deps import AppSettings, Cache, option_schema
-from bgremove.web.guard import forward_with_body_limit, key_is_valid
+from bgremove.web import intake
+from bgremove.web.admission import Admission
+from bgremove.web.deps import AppSettings, Cache
+from bgremove.web.errors import HTTP_RULES, client_hint, rule_for
+from bgremove.web.guard import MULTIPART_OVERHEAD, Door, DoorGuard
+from bgremove.web.keys import KeyRequired
+from bgremove.web.removebg_shapes import (
+    ACCOUNT,
+    BACKGROUND_SOURCES,
+    DEFAULT_FORMAT,
+    DEFAULT_SIZE,
+    ERRORS,
+    FILE_FIELDS,
+    IMAGE_SOURCES,
+    INPUT_FILES,
+    INPUT_URLS,
+    OPENAPI_BODY,
+    PASSTHROUGH,
+    REMOVEBG_ONLY,
+    SIZE_NAMES,
+    SIZES,
+    TYPE_LEVELS,
+    TYPES,
+    UNLIMITED,
+    URL_CODES,
+    Account,
+    RemoveBgData,
+    RemoveBgJson,
+)
+
+__all__ = ["UNLIMITED", "RemoveBgRequest", "install_removebg", "problem_for", "translate", "wants_json"]
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/v1.0"
 TAG = "remove.bg compatible"
-
-# --- remove.bg's vocabulary -----------------------------------------------------------------------------------
-
-# remove.bg's size names -> the schema's. "auto" is "the highest resolution your credits allow": here, full.
-SIZE_NAMES: dict[str, str] = {
-    "preview": "preview",
-    "small": "preview",
-    "regular": "preview",
-    "medium": "medium",
-    "hd": "hd",
-    "full": "full",
-    "4k": "full",
-    "50MP": "full",
-    "auto": "full",
-}
-SIZES = {name.lower(): size for name, size in SIZE_NAMES.items()}  # matched case-insensitively (50MP, 50mp)
-DEFAULT_SIZE = "preview"  # remove.bg's documented default when `size` is absent (its OpenAPI and the npm client agree)
-DEFAULT_FORMAT = "auto"  # remove.bg's default: PNG when the result has transparency, JPG when it is opaque
-TYPES = frozenset(
-    {"auto", "person", "product", "animal", "car", "car_interior", "car_part", "transportation", "graphic", "graphics", "other"}
-)
-TYPE_LEVELS = frozenset({"none", "1", "2", "latest"})
-IMAGE_SOURCES = ("image_file", "image_file_b64", "image_url")
-BACKGROUND_SOURCES = ("bg_color", "bg_image_url", "bg_image_file")
-# bgremove extensions: one photo's own image inputs (touch-up hints) as `<name>_file` parts, e.g. keep_mask_file.
-PHOTO_IMAGE_FILES = {f"{spec.name}_file": spec.name for spec in IMAGE_INPUTS.values() if spec.per_photo}
-FILE_FIELDS = frozenset({"image_file", "bg_image_file", *PHOTO_IMAGE_FILES})
-REMOVEBG_ONLY = frozenset(
-    {
-        "size",
-        "type",
-        "type_level",
-        "semitransparency",
-        "image_file_b64",
-        "image_url",
-        "image_file",
-        "bg_image_url",
-        "bg_image_file",
-        *PHOTO_IMAGE_FILES,
-    }
-)
-PASSTHROUGH = frozenset(RemovalOptions.model_fields) - {"size"}  # same name, same meaning: straight to the schema
-UNLIMITED = 1_000_000  # /account: calls cost nothing here, so a client that checks its balance always has enough
-RETRY_AFTER_BUSY = "5"
-RETRY_AFTER_UNAVAILABLE = "30"
-MULTIPART_OVERHEAD = 256 * 1024
+DOCS_HINT = "See remove.bg's API documentation, or GET /docs (tag 'remove.bg compatible')."
 _BOOLEAN: TypeAdapter[bool] = TypeAdapter(bool)  # the schema's own true/false grammar, for semitransparency
 
 
-# --- errors, mapped in one place ----------------------------------------------------------------------------------
+# --- errors: the table's status, remove.bg's code and envelope ----------------------------------------------------
 
 
 @dataclass(eq=False)
-class Problem(Exception):
+class Problem:
     """One remove.bg error answer: status, code, title, and an optional detail (our hint)."""
 
     status: int
@@ -128,80 +100,50 @@ class Problem(Exception):
 
 
 @dataclass(eq=False)
+class Renamed(Exception):
+    """A core error under remove.bg's own code for it (`invalid_size`, `missing_source`); the status is the table's."""
+
+    code: str
+    cause: BgRemoveError
+
+
+@dataclass(eq=False)
 class SourceFailed(Exception):
-    """A core error while reading one input (`image_url`, `bg_image_url`, ...): the field picks remove.bg's code."""
+    """A URL of one input (`image_url`, `bg_image_url`, ...) refused or failed: the field picks remove.bg's code."""
 
     source: str
     cause: BgRemoveError
 
 
-@dataclass(eq=False)
-class InvalidParameter(Exception):
-    """A parameter value the schema (or remove.bg's own list) refused; the name picks `invalid_<name>`."""
-
-    name: str
-    cause: InvalidOption
-
-
-class BodyTooLarge(Exception):
-    """Raised from the guard's receive() when the streamed body passes the limit (answered as file_too_large)."""
-
-
-# remove.bg's codes for a failed source, by field and by what went wrong.
-URL_CODES = {
-    "image_url": ("invalid_image_url", "failed_image_download"),
-    "bg_image_url": ("invalid_bg_image_url", "failed_bg_download"),
-}
-# Core errors by class (the nearest class in the MRO wins): status and remove.bg code.
-CORE_CODES: dict[type[BgRemoveError], tuple[int, str]] = {
-    NoForeground: (400, "unknown_foreground"),
-    ImageTooLarge: (400, "file_too_large"),
-    UnsupportedFormat: (400, "invalid_file_type"),
-    CorruptImage: (400, "failed_to_read_image"),
-    InvalidOption: (400, "invalid_parameter"),
-    ModelUnavailable: (503, "model_unavailable"),
-    StorageFull: (507, "storage_full"),
-}
-HTTP_CODES = {
-    400: "invalid_request",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "file_too_large",
-    422: "invalid_parameter",
-}
+def refused(code: str, title: str, detail: str) -> Renamed:
+    """A request remove.bg refuses by name (a missing or doubled source): an invalid option, under its own code."""
+    return Renamed(code, InvalidOption(title, hint=detail))
 
 
 def problem_for(exc: Exception) -> Problem:
     """Every error of the /v1.0 routes -> remove.bg's shape. The one mapping for this door."""
-    if isinstance(exc, Problem):
-        return exc
-    if isinstance(exc, InvalidParameter):
-        code = f"invalid_{exc.name}" if exc.name else "invalid_parameter"
-        return Problem(400, code, exc.cause.message, exc.cause.hint)
+    if isinstance(exc, Renamed):
+        return _problem(exc.cause, exc.code)
     if isinstance(exc, SourceFailed):
-        cause = exc.cause
-        if exc.source in URL_CODES and isinstance(cause, (UrlRefused, UrlFetchFailed)):
-            refused, failed = URL_CODES[exc.source]
-            return Problem(
-                400,
-                refused if isinstance(cause, UrlRefused) else failed,
-                f"{exc.source} could not be fetched: {cause.message}.",
-                cause.hint,
-            )
-        return problem_for(cause)
-    if isinstance(exc, BodyTooLarge):
-        return Problem(400, "file_too_large", "The request is larger than the size limit.", SIZE_HINT)
+        refusal, failure = URL_CODES.get(exc.source, ("", ""))
+        if isinstance(exc.cause, UrlRefused) and refusal:
+            return _problem(exc.cause, refusal)
+        if isinstance(exc.cause, UrlFetchFailed) and failure:
+            return _problem(exc.cause, failure)
+        return _problem(exc.cause)
     if isinstance(exc, BgRemoveError):
-        status, code = next((CORE_CODES[cls] for cls in type(exc).__mro__ if cls in CORE_CODES), (500, "internal_error"))
-        retry = {"Retry-After": RETRY_AFTER_UNAVAILABLE} if status in (503, 507) else {}
-        return Problem(status, code, exc.message, exc.hint, retry)
+        return _problem(exc)
     if isinstance(exc, RequestValidationError):
         errors = list(exc.errors())
         problem = describe_error(errors[0]) if errors else InvalidOption("The request is not valid.", hint=DOCS_HINT)
-        return Problem(400, "invalid_parameter", problem.message, problem.hint)
+        return _problem(problem)
     if isinstance(exc, StarletteHTTPException):
-        status = 400 if exc.status_code in (413, 422) else exc.status_code  # remove.bg answers 400 for both
-        return Problem(status, HTTP_CODES.get(exc.status_code, "error"), str(exc.detail), DOCS_HINT, dict(exc.headers or {}))
+        rule = HTTP_RULES.get(exc.status_code)
+        hint = getattr(exc, "hint", None) or DOCS_HINT
+        headers = dict(exc.headers or {})
+        if rule is None:
+            return Problem(exc.status_code, "error", str(exc.detail), hint, headers)
+        return Problem(rule.removebg, rule.code, str(exc.detail), hint, rule.headers() | headers)
     log.error("Unexpected error in the remove.bg API", exc_info=exc)
     return Problem(
         500,
@@ -211,8 +153,9 @@ def problem_for(exc: Exception) -> Problem:
     )
 
 
-DOCS_HINT = "See remove.bg's API documentation, or GET /docs (tag 'remove.bg compatible')."
-SIZE_HINT = "Send a smaller file or raise MAX_IMAGE_SIZE_MB."
+def _problem(exc: BgRemoveError, code: str | None = None) -> Problem:
+    rule = rule_for(exc)
+    return Problem(rule.removebg, code or rule.code, exc.message, client_hint(exc), rule.headers())
 
 
 class RemoveBgRoute(APIRoute):
@@ -254,7 +197,7 @@ class Translation:
 
     options: RemovalOptions
     source: str  # which of IMAGE_SOURCES carries the image
-    background: str | None  # bg_image_url / bg_image_file, or None (bg_color is an option)
+    images: dict[str, str]  # image input (bg_image, ...) -> the field that carries it (`<name>_file` / `<name>_url`)
     type: str
     type_level: str
     ignored: tuple[str, ...]
@@ -270,9 +213,9 @@ async def read_request(request: Request, settings: Settings) -> RemoveBgRequest:
         try:
             body = await request.json()
         except ValueError:
-            raise Problem(400, "invalid_request", "The JSON body could not be parsed.", DOCS_HINT) from None
+            raise refused("invalid_request", "The JSON body could not be parsed.", DOCS_HINT) from None
         if not isinstance(body, dict):
-            raise Problem(400, "invalid_request", "The JSON body must be an object of parameters.", DOCS_HINT)
+            raise refused("invalid_request", "The JSON body must be an object of parameters.", DOCS_HINT)
         return RemoveBgRequest({key: json_value(value) for key, value in body.items() if present(value)}, {})
     if media in ("multipart/form-data", "application/x-www-form-urlencoded"):
         fields: dict[str, Any] = {}
@@ -280,15 +223,14 @@ async def read_request(request: Request, settings: Settings) -> RemoveBgRequest:
         async with request.form(max_part_size=body_limit(settings)) as form:
             for key, value in form.multi_items():
                 if isinstance(value, UploadFile):
-                    data = await read_upload(value, key, settings.max_image_bytes)
+                    data = await intake.read_upload_async(value, settings.max_image_bytes, key)
                     if data or value.filename:  # a browser sends an unfilled file input as an empty, nameless part
                         files[key] = Upload(data, value.filename or "image")
                 elif present(value):
                     fields[key] = value
         return RemoveBgRequest(fields, files)
     if await request.body():
-        raise Problem(
-            400,
+        raise refused(
             "invalid_request",
             f"Unsupported Content-Type {media or '(none)'}.",
             "Send multipart/form-data, application/x-www-form-urlencoded or application/json.",
@@ -306,44 +248,33 @@ def json_value(value: Any) -> Any:
     return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
 
-async def read_upload(upload: UploadFile, name: str, limit: int) -> bytes:
-    data = await upload.read(limit + 1)
-    if len(data) > limit:
-        raise SourceFailed(name, ImageTooLarge(f"{name} is larger than the limit of {limit / 1048576:g} MB.", hint=SIZE_HINT))
-    return data
-
-
 def translate(sent: RemoveBgRequest) -> Translation:
     """remove.bg's parameters -> RemovalOptions (validated by the schema) and the sources to read."""
     fields = sent.fields
     given = set(fields) | set(sent.files)
     sources = [name for name in IMAGE_SOURCES if name in given]
     if not sources:
-        raise Problem(
-            400,
+        raise refused(
             "missing_source",
             "No image given.",
             "Please provide the source image in the image_url, image_file or image_file_b64 parameter.",
         )
     if len(sources) > 1:
-        raise Problem(
-            400,
+        raise refused(
             "multiple_sources",
             "Multiple image sources given: " + ", ".join(sources) + ".",
             "Please provide either the image_url, image_file or image_file_b64 parameter.",
         )
     backgrounds = [name for name in BACKGROUND_SOURCES if name in given]
     if len(backgrounds) > 1:
-        raise Problem(
-            400,
+        raise refused(
             "multiple_bg_sources",
             "Multiple background sources given: " + ", ".join(backgrounds) + ".",
             "Please provide either the bg_color, the bg_image_url or the bg_image_file parameter.",
         )
     if as_text := sorted(FILE_FIELDS & set(fields)):
         name = as_text[0]
-        raise Problem(
-            400,
+        raise refused(
             f"invalid_{name}",
             f"{name} must be a file upload.",
             f"Send it as a multipart/form-data file part (curl -F {name}=@photo.jpg), or use "
@@ -360,22 +291,29 @@ def translate(sent: RemoveBgRequest) -> Translation:
         try:
             _BOOLEAN.validate_python(fields["semitransparency"])
         except ValidationError:
-            raise InvalidParameter(
-                "semitransparency",
+            raise Renamed(
+                "invalid_semitransparency",
                 InvalidOption(f"semitransparency={fields['semitransparency']!r} is not valid.", hint="Use true or false."),
             ) from None
+    for name in IMAGE_INPUTS:
+        if f"{name}_file" in given and f"{name}_url" in given:
+            raise refused(
+                "multiple_bg_sources" if name == "bg_image" else f"multiple_{name}_sources",
+                f"Both {name}_file and {name}_url given.",
+                f"Please provide either the {name}_file or the {name}_url parameter.",
+            )
+    images = {INPUT_FILES.get(field) or INPUT_URLS[field]: field for field in sorted(given) if field in INPUT_FILES | INPUT_URLS}
     ignored = tuple(sorted(name for name in given if name not in PASSTHROUGH | REMOVEBG_ONLY))
-    return Translation(
-        validated(values), sources[0], next((b for b in backgrounds if b != "bg_color"), None), kind, level, ignored
-    )
+    return Translation(validated(values), sources[0], images, kind, level, ignored)
 
 
 def remove_bg_choice(fields: Mapping[str, Any], name: str, default: str, allowed: frozenset[str]) -> str:
     """A remove.bg-only parameter with a fixed list of values (`type`, `type_level`)."""
     value = str(fields.get(name, default)).strip().lower()
     if value not in allowed:
-        raise InvalidParameter(
-            name, InvalidOption(f"{name}={fields[name]!r} is not valid.", hint="Use one of: " + ", ".join(sorted(allowed)) + ".")
+        raise Renamed(
+            f"invalid_{name}",
+            InvalidOption(f"{name}={fields[name]!r} is not valid.", hint="Use one of: " + ", ".join(sorted(allowed)) + "."),
         )
     return value
 
@@ -392,7 +330,7 @@ def validated(values: dict[str, Any]) -> RemovalOptions:
         problem = describe_error(error)
         if name == "size":
             problem = InvalidOption(problem.message, hint="Use one of remove.bg's sizes: " + ", ".join(SIZE_NAMES) + ".")
-        raise InvalidParameter(name, problem) from None
+        raise Renamed(f"invalid_{name}" if name else "invalid_parameter", problem) from None
 
 
 # --- the work (in a worker thread) -------------------------------------------------------------------------------
@@ -401,13 +339,8 @@ def validated(values: dict[str, Any]) -> RemovalOptions:
 def process(sent: RemoveBgRequest, plan: Translation, settings: Settings, cache: SessionCache) -> Result:
     """Read the sources, run the one pipeline; no clear subject is remove.bg's `unknown_foreground`."""
     data, name = image_bytes(sent, plan.source, settings)
-    background = None
-    if plan.background == "bg_image_file":
-        background = sent.files["bg_image_file"].data
-    elif plan.background == "bg_image_url":
-        background = fetched(str(sent.fields["bg_image_url"]), "bg_image_url", settings)
-    images = {name: sent.files[part].data for part, name in PHOTO_IMAGE_FILES.items() if part in sent.files}
-    result = remove_background(data, name, plan.options, settings=settings, cache=cache, bg_image=background, **images)
+    images = {name: source_bytes(sent, field, settings) for name, field in plan.images.items()}
+    result = remove_background(data, name, plan.options, settings=settings, cache=cache, **images)
     if not result.foreground_found or result.foreground is None:
         raise NoForeground(
             "Could not identify foreground in image.",
@@ -422,42 +355,19 @@ def image_bytes(sent: RemoveBgRequest, source: str, settings: Settings) -> tuple
         upload = sent.files["image_file"]
         return upload.data, upload.filename
     if source == "image_file_b64":
-        return decode_base64(str(sent.fields["image_file_b64"]), settings.max_image_bytes), "image"
-    url = str(sent.fields["image_url"]).strip()
-    name = PurePath(url.split("?", 1)[0].split("#", 1)[0].rstrip("/")).name
-    return fetched(url, "image_url", settings), name or "image"
+        return intake.decode_base64(str(sent.fields["image_file_b64"]), settings.max_image_bytes, "image_file_b64"), "image"
+    url = str(sent.fields["image_url"])
+    return source_bytes(sent, "image_url", settings), intake.name_from_url(url)
 
 
-def fetched(url: str, source: str, settings: Settings) -> bytes:
-    """The bytes behind a URL, under the SSRF rules and the upload size limit (refusals open no connection)."""
-    policy = FetchPolicy(
-        max_bytes=settings.max_image_bytes,
-        timeout_seconds=settings.url_fetch_timeout_seconds,
-        allow_private_networks=settings.url_allow_private_networks,
-    )
+def source_bytes(sent: RemoveBgRequest, source: str, settings: Settings) -> bytes:
+    """An uploaded `<name>_file`, or the bytes behind a URL field under the SSRF rules (refusals open no connection)."""
+    if source in sent.files:
+        return sent.files[source].data
     try:
-        return fetch_url(url.strip(), policy)
+        return intake.fetch_image(str(sent.fields[source]), settings, source)
     except BgRemoveError as exc:
         raise SourceFailed(source, exc) from exc
-
-
-def decode_base64(text: str, limit: int) -> bytes:
-    """Standard or URL-safe base64, with or without padding, line breaks or a `data:` prefix."""
-    payload = text.strip()
-    if payload.startswith("data:"):
-        payload = payload.partition(",")[2]
-    payload = re.sub(r"\s+", "", payload).replace("-", "+").replace("_", "/")
-    if len(payload) * 3 // 4 > limit:
-        raise SourceFailed(
-            "image_file_b64", ImageTooLarge(f"image_file_b64 is larger than the limit of {limit / 1048576:g} MB.", hint=SIZE_HINT)
-        )
-    try:
-        return base64.b64decode(payload + "=" * (-len(payload) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise SourceFailed(
-            "image_file_b64",
-            CorruptImage("image_file_b64 is not valid base64.", hint="Send the file's bytes base64-encoded (standard alphabet)."),
-        ) from None
 
 
 # --- the answer ------------------------------------------------------------------------------------------------------
@@ -508,141 +418,6 @@ def _q(text: str) -> float:
         return 0.0
 
 
-# --- OpenAPI ----------------------------------------------------------------------------------------------------------
-
-
-class RemoveBgData(BaseModel):
-    result_b64: str
-    foreground_top: int
-    foreground_left: int
-    foreground_width: int
-    foreground_height: int
-
-
-class RemoveBgJson(BaseModel):
-    data: RemoveBgData
-
-
-class ErrorItem(BaseModel):
-    title: str
-    code: str
-    detail: str | None = None
-
-
-class ErrorBody(BaseModel):
-    errors: list[ErrorItem]
-
-
-class Credits(BaseModel):
-    total: float
-    subscription: float
-    payg: float
-    enterprise: float
-
-
-class ApiAllowance(BaseModel):
-    free_calls: int
-    sizes: str
-
-
-class AccountAttributes(BaseModel):
-    credits: Credits
-    api: ApiAllowance
-
-
-class AccountData(BaseModel):
-    attributes: AccountAttributes
-
-
-class Account(BaseModel):
-    data: AccountData
-
-
-def _request_schema(multipart: bool) -> dict[str, Any]:
-    """remove.bg's parameters, then the schema's own options (bgremove extensions) with the schema's descriptions."""
-    properties: dict[str, Any] = {
-        "image_file": {"type": "string", "format": "binary", "description": "The image (multipart only)."},
-        "image_file_b64": {"type": "string", "description": "The image, base64-encoded."},
-        "image_url": {
-            "type": "string",
-            "description": "An http(s) URL of the image, fetched by the server "
-            "(private networks refused unless URL_ALLOW_PRIVATE_NETWORKS=true).",
-        },
-        "size": {
-            "type": "string",
-            "enum": list(SIZE_NAMES),
-            "default": DEFAULT_SIZE,
-            "description": "preview/small/regular: at most 0.25 MP; medium 1.5 MP; hd 4 MP; full/4k/50MP/auto: "
-            "the input resolution. Never upscaled.",
-        },
-        "type": {
-            "type": "string",
-            "enum": sorted(TYPES),
-            "default": "auto",
-            "description": "Accepted and reported back in X-Type; it does not change the model.",
-        },
-        "type_level": {
-            "type": "string",
-            "enum": sorted(TYPE_LEVELS),
-            "default": "1",
-            "description": "none: no X-Type header; otherwise X-Type is sent.",
-        },
-        "semitransparency": {
-            "type": "boolean",
-            "default": True,
-            "description": "Accepted; no effect: soft and see-through edges are always kept.",
-        },
-        "bg_image_url": {"type": "string", "description": "A background image URL (same rules as image_url)."},
-        "bg_image_file": {"type": "string", "format": "binary", "description": "A background image (multipart only)."},
-        **{
-            part: {
-                "type": "string",
-                "format": "binary",
-                "description": f"bgremove extension (multipart only). {IMAGE_INPUTS[name].description}",
-            }
-            for part, name in PHOTO_IMAGE_FILES.items()
-        },
-    }
-    if not multipart:
-        properties = {key: value for key, value in properties.items() if key not in FILE_FIELDS}
-    for name in sorted(PASSTHROUGH):
-        described = option_schema(name)
-        extension = name not in (
-            "format",
-            "roi",
-            "crop",
-            "crop_margin",
-            "scale",
-            "position",
-            "channels",
-            "bg_color",
-            "add_shadow",
-        )
-        description = RemovalOptions.model_fields[name].description or ""
-        properties[name] = described | {"description": ("bgremove extension. " if extension else "") + description}
-    properties["format"]["default"] = DEFAULT_FORMAT
-    return {"type": "object", "properties": properties}
-
-
-OPENAPI_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {"schema": _request_schema(multipart=True)},
-            "application/x-www-form-urlencoded": {"schema": _request_schema(multipart=False)},
-            "application/json": {"schema": _request_schema(multipart=False)},
-        },
-    }
-}
-ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {
-        "model": ErrorBody,
-        "description": "Missing or unreadable image, invalid parameter, refused URL, or `unknown_foreground`",
-    },
-    403: {"model": ErrorBody, "description": "`auth_failed`: missing or wrong X-Api-Key (when API_KEYS is set)"},
-    429: {"model": ErrorBody, "description": "`rate_limit_exceeded`: the queue is full; see Retry-After"},
-}
-
 # --- the routes -------------------------------------------------------------------------------------------------------
 
 router = APIRouter(prefix=PREFIX, tags=[TAG], route_class=RemoveBgRoute)
@@ -690,16 +465,6 @@ async def remove_bg(request: Request, settings: AppSettings, cache: Cache) -> Re
     return Response(result.data, media_type=result.media_type, headers=headers)
 
 
-ACCOUNT = Account(
-    data=AccountData(
-        attributes=AccountAttributes(
-            credits=Credits(total=UNLIMITED, subscription=0, payg=0, enterprise=UNLIMITED),
-            api=ApiAllowance(free_calls=UNLIMITED, sizes="all"),
-        )
-    )
-)
-
-
 @router.get("/account", response_model=Account, responses={403: ERRORS[403]})
 async def account() -> Account:
     """remove.bg's account shape. Calls cost nothing here (X-Credits-Charged: 0), so the balance never runs out:
@@ -724,19 +489,14 @@ async def not_found(request: Request) -> Response:
         )
     ]
     if allowed:
-        raise Problem(
-            405,
-            "method_not_allowed",
-            f"{request.method} is not allowed on {request.url.path}.",
-            f"Use {', '.join(allowed)}.",
-            {"Allow": ", ".join(allowed)},
+        exc = StarletteHTTPException(
+            405, f"{request.method} is not allowed on {request.url.path}.", {"Allow": ", ".join(allowed)}
         )
-    raise Problem(
-        404,
-        "not_found",
-        f"There is no endpoint at {request.url.path}.",
-        "The remove.bg API here has POST /v1.0/removebg and GET /v1.0/account.",
-    )
+        exc.hint = f"Use {', '.join(allowed)}."  # type: ignore[attr-defined]
+        raise exc
+    exc = StarletteHTTPException(404, f"There is no endpoint at {request.url.path}.")
+    exc.hint = "The remove.bg API here has POST /v1.0/removebg and GET /v1.0/account."  # type: ignore[attr-defined]
+    raise exc
 
 
 # --- the edge: key, size, admission ----------------------------------------------------------------------------------
@@ -749,66 +509,23 @@ def body_limit(settings: Settings) -> int:
     return settings.max_image_bytes * 8 // 3 + MULTIPART_OVERHEAD
 
 
-class RemoveBgGuard:
-    """In front of /v1.0, before any body is read (plain ASGI, like the native guard):
+def removebg_door(settings: Settings) -> Door:
+    """The guard's view of /v1.0: every path needs the key; only POST /v1.0/removebg is an upload and a removal."""
+    limit = body_limit(settings)
+    removal = PREFIX + "/removebg"
 
-    1. API keys (when API_KEYS is set): `X-Api-Key: KEY` (remove.bg's header) or `Authorization: Bearer KEY`,
-       else 403 `auth_failed`, remove.bg's answer;
-    2. upload size: 400 `file_too_large` as soon as the declared or streamed body passes the limit;
-    3. admission: beyond MAX_CONCURRENT_INFERENCES + MAX_QUEUE_SIZE removals in flight, 429 with Retry-After
-       (remove.bg's rate-limit answer) instead of an unbounded queue.
-    """
+    def key_refusal(missing: bool) -> KeyRequired:
+        return KeyRequired(
+            "Missing API Key" if missing else "Invalid API Key", hint="Send one of the server's API_KEYS as `X-Api-Key: KEY`."
+        )
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
-        self.app = app
-        self.keys = [key.encode() for key in settings.api_keys]
-        self.limit = body_limit(settings)
-        self.max_in_flight = settings.max_concurrent_inferences + settings.max_queue_size
-        self.in_flight = 0
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "") if scope["type"] == "http" else ""
-        if not path.startswith(PREFIX + "/"):
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        if self.keys and not key_is_valid(headers, self.keys):
-            missing = not headers.get(b"x-api-key") and not headers.get(b"authorization")
-            await Problem(
-                403,
-                "auth_failed",
-                "Missing API Key" if missing else "Invalid API Key",
-                "Send one of the server's API_KEYS as `X-Api-Key: KEY`.",
-            ).response()(scope, receive, send)
-            return
-        if path != PREFIX + "/removebg" or scope.get("method") != "POST":
-            await self.app(scope, receive, send)
-            return
-        declared = headers.get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.limit:
-            await problem_for(BodyTooLarge()).response()(scope, receive, send)
-            return
-        if self.in_flight >= self.max_in_flight:
-            REJECTED.labels(path).inc()
-            await Problem(
-                429,
-                "rate_limit_exceeded",
-                "Rate limit exceeded: the server's queue is full.",
-                f"Retry after {RETRY_AFTER_BUSY} seconds.",
-                {"Retry-After": RETRY_AFTER_BUSY},
-            ).response()(scope, receive, send)
-            return
-        self.in_flight += 1
-        try:
-            await self._with_size_limit(scope, receive, send)
-        finally:
-            self.in_flight -= 1
-
-    async def _with_size_limit(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def too_large(exc: Exception) -> None:  # only when it escaped the route (the route answers it itself)
-            await problem_for(exc).response()(scope, receive, send)
-
-        await forward_with_body_limit(self.app, (scope, receive, send), self.limit, BodyTooLarge, too_large)
+    return Door(
+        covers=lambda path: path.startswith(PREFIX + "/"),
+        body_limit=lambda path, method: limit if path == removal and method == "POST" else None,
+        is_removal=lambda path, method: path == removal and method == "POST",
+        answer=lambda exc: problem_for(exc).response(),
+        key_refusal=key_refusal,
+    )
 
 
 EXPOSED_HEADERS = [
@@ -825,11 +542,11 @@ EXPOSED_HEADERS = [
 ]
 
 
-def install_removebg(app: FastAPI, settings: Settings) -> None:
-    """Wire the remove.bg door into an app: its router and its guard.
+def install_removebg(app: FastAPI, settings: Settings, admission: Admission) -> None:
+    """Wire the remove.bg door into an app: its router and its guard (on the app's one admission gate).
 
-    Call in `create_app` right after `app.add_middleware(ApiGuard, ...)` (so CORS and request ids stay outside
-    it) and before Gradio is mounted at / (the mount would shadow /v1.0).
+    Call in `create_app` right after the native guard (so CORS and request ids stay outside it) and before Gradio
+    is mounted at / (the mount would shadow /v1.0).
     """
     app.include_router(router)
-    app.add_middleware(RemoveBgGuard, settings=settings)
+    app.add_middleware(DoorGuard, settings=settings, admission=admission, door=removebg_door(settings))

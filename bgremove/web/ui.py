@@ -24,6 +24,8 @@ from bgremove.batch.jobs import JobRunner
 from bgremove.core.errors import BgRemoveError
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings
+from bgremove.web.admission import Admission
+from bgremove.web.keys import matching_key
 from bgremove.web.ui_api import add_api_endpoints
 from bgremove.web.ui_controls import SWATCHES, ControlContext, ControlSet
 from bgremove.web.ui_files import remove_work_files, start_sweeper, sweep_expired
@@ -94,7 +96,7 @@ class KeyLogins:
         self._lock = threading.Lock()
 
     def __call__(self, username: str, password: str) -> bool:
-        key = next((k for k in self._keys if hmac.compare_digest(password.encode(), k.encode())), None)
+        key = matching_key(password, self._keys)  # the one key reader, as the REST guards read a header
         if key is None:
             return False
         with self._lock:
@@ -133,14 +135,17 @@ def job_owner(settings: Settings, runner: JobRunner, auth: Any, username: str | 
     return runner.store.owner_of(key)
 
 
-def build_ui(settings: Settings, cache: SessionCache, jobs: JobRunner | None = None) -> gr.Blocks:
+def build_ui(
+    settings: Settings, cache: SessionCache, jobs: JobRunner | None = None, admission: Admission | None = None
+) -> gr.Blocks:
     """The whole UI for one app; settings, cache and job runner are the app's own (tests pass theirs).
 
     Without `jobs` the UI opens the job store of DATA_DIR itself and never starts workers: the app's runner,
     which holds DATA_DIR's lock, picks its jobs up at its next poll.
     """
     runner = jobs or JobRunner(settings, cache)
-    handlers = UiHandlers(settings, cache, runner)
+    gate = admission or Admission.for_settings(settings)  # the app's gate, shared with REST and jobs
+    handlers = UiHandlers(settings, cache, runner, gate)
     # preprocess=False: the handlers get uploads as raw payloads and our pipeline decodes them (see payload_path).
     private: dict[str, Any] = {"api_visibility": "private", "concurrency_id": POOL, "preprocess": False}
     quick: dict[str, Any] = {"api_visibility": "private", "queue": False}
@@ -215,7 +220,7 @@ def build_ui(settings: Settings, cache: SessionCache, jobs: JobRunner | None = N
                 seen = gr.Textbox("", visible=False, elem_id="batch-seen")
                 poll_timer = gr.Timer(POLL_SECONDS, active=False)
         page_footer = gr.Markdown(footer(cache), elem_id="footer")
-        add_api_endpoints(settings, cache, POOL)
+        add_api_endpoints(settings, cache, POOL, gate)
 
         batch_outputs = [
             table,

@@ -29,6 +29,8 @@ from bgremove.core.options import IMAGE_INPUTS, ImageInput, parse_options
 from bgremove.core.pipeline import remove_background
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings
+from bgremove.web.admission import Admission
+from bgremove.web.intake import SHARED_INPUTS, read_image_paths
 from bgremove.web.ui_controls import OptionField, option_fields
 from bgremove.web.ui_files import job_dir, read_limited, save
 from bgremove.web.ui_handlers import api_error
@@ -44,9 +46,6 @@ LEGACY_ORDER = (
     "only_mask",
     "bg_color",
 )
-# The image inputs each endpoint takes, after the options: one photo's own (touch-up hints) only with one photo.
-PHOTO_IMAGES = list(IMAGE_INPUTS.values())
-BATCH_IMAGES = [spec for spec in IMAGE_INPUTS.values() if not spec.per_photo]
 
 
 def api_fields() -> list[OptionField]:
@@ -74,11 +73,11 @@ def schema_function(
     summary: str,
     returns: str,
     first: tuple[str, Any, str],
-    body: Callable[[Any, dict[str, Any], dict[str, str]], Any],
-    images: list[ImageInput] = PHOTO_IMAGES,
+    body: Callable[[Any, dict[str, Any], dict[str, str | None]], Any],
+    images: tuple[ImageInput, ...] = tuple(IMAGE_INPUTS.values()),
 ) -> Callable[..., Any]:
-    """A function `name(<first>, <every field>, bg_image=None, ...)` calling `body(first, option values, images)`,
-    `images` being the image inputs sent (name -> file path), one optional parameter per entry of `images`.
+    """A function `name(<first>, <every field>, <every image input>=None)` calling `body(first, option values,
+    {image input: path})`; the image inputs are those of IMAGE_INPUTS (bg_image, ...), in its order.
 
     Its `__signature__`, `__annotations__` and docstring are what Gradio reads for parameter names, types,
     defaults and the MCP tool's descriptions.
@@ -95,14 +94,13 @@ def schema_function(
     ]
     parameters += [inspect.Parameter(spec.name, kind, default=None, annotation=str | None) for spec in images]
     docs = [f"    {first_name}: {first_doc}"] + [f"    {f.name}: {f.description}" for f in fields]
-    docs += [f"    {spec.name}: optional. {spec.description}" for spec in images]
+    docs += [f"    {spec.name}: optional image. {spec.description}" for spec in images]
     names = [p.name for p in parameters]
 
     def endpoint(*values: Any) -> Any:
         given = dict(zip(names, values, strict=False))
         options = {f.name: given[f.name] for f in fields if f.name in given and (given[f.name] is not None or f.optional)}
-        sent = {spec.name: given[spec.name] for spec in images if given.get(spec.name)}
-        return body(given.get(first_name), options, sent)
+        return body(given.get(first_name), options, {spec.name: given.get(spec.name) for spec in images})
 
     endpoint.__name__ = endpoint.__qualname__ = name
     endpoint.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
@@ -111,21 +109,20 @@ def schema_function(
     return endpoint
 
 
-def remove_endpoint(settings: Settings, cache: SessionCache) -> Callable[..., str]:
-    def run(image: str | None, values: dict[str, Any], images: dict[str, str]) -> str:
+def remove_endpoint(settings: Settings, cache: SessionCache, admission: Admission | None = None) -> Callable[..., str]:
+    gate = admission or Admission.for_settings(settings)
+
+    def run(image: str | None, values: dict[str, Any], image_inputs: dict[str, str | None]) -> str:
         try:
             if not image:
                 raise InvalidOption("No image was sent.", hint="Pass the photo first, e.g. handle_file('photo.jpg').")
             options = parse_options(values)
             filename = PurePath(image).name
-            result = remove_background(
-                read_limited(image, settings.max_image_bytes),
-                filename,
-                options,
-                settings=settings,
-                cache=cache,
-                **{name: read_limited(path, settings.max_image_bytes) for name, path in images.items()},
-            )
+            images = read_image_paths(image_inputs, settings)
+            with gate.slot("/gradio_api/remove"):  # the in-flight limit every door shares
+                result = remove_background(
+                    read_limited(image, settings.max_image_bytes), filename, options, settings=settings, cache=cache, **images
+                )
             return str(save(result.data, job_dir(), codecs.output_name(filename, result.extension, suffix="-nobg")))
         except Exception as exc:
             raise api_error(exc) from None
@@ -140,17 +137,22 @@ def remove_endpoint(settings: Settings, cache: SessionCache) -> Callable[..., st
     )
 
 
-def remove_batch_endpoint(settings: Settings, cache: SessionCache) -> Callable[..., tuple[str, dict[str, Any]]]:
-    def run(files: list[str] | None, values: dict[str, Any], images: dict[str, str]) -> tuple[str, dict[str, Any]]:
+def remove_batch_endpoint(
+    settings: Settings, cache: SessionCache, admission: Admission | None = None
+) -> Callable[..., tuple[str, dict[str, Any]]]:
+    gate = admission or Admission.for_settings(settings)
+
+    def run(files: list[str] | None, values: dict[str, Any], image_inputs: dict[str, str | None]) -> tuple[str, dict[str, Any]]:
         try:
             options = parse_options(values)
-            background = read_limited(images["bg_image"], settings.max_image_bytes) if "bg_image" in images else None
+            images = read_image_paths(image_inputs, settings)
             with ExitStack() as stack:
                 inputs = inputs_from_files([(Path(p).name, stack.enter_context(open(p, "rb"))) for p in files or []], settings)
             zip_path = job_dir() / "bgremove-results.zip"
             sink = ZipSink(zip_path)
-            for item in run_batch(inputs, options, settings=settings, cache=cache, bg_image=background):
-                sink.add(item)
+            with gate.slot("/gradio_api/remove_batch"):
+                for item in run_batch(inputs, options, settings=settings, cache=cache, **images):
+                    sink.add(item)
             manifest = sink.close(options.model or PurePath(settings.model_name).name)
         except Exception as exc:
             raise api_error(exc) from None
@@ -163,32 +165,32 @@ def remove_batch_endpoint(settings: Settings, cache: SessionCache) -> Callable[.
         "the zip, and the manifest (per file: status, output name, size, error and hint).",
         ("files", list[str], "images (PNG, JPEG, WebP) and/or zips of images."),
         run,
-        BATCH_IMAGES,
+        SHARED_INPUTS,
     )
 
 
-def add_api_endpoints(settings: Settings, cache: SessionCache, concurrency_id: str) -> None:
-    """Hidden inputs and the two public endpoints (call inside the Blocks)."""
+def add_api_endpoints(settings: Settings, cache: SessionCache, concurrency_id: str, admission: Admission | None = None) -> None:
+    """Hidden inputs and the two public endpoints (call inside the Blocks); `admission` is the app's gate."""
     with gr.Row(visible=False):
         image = gr.File(label="image", type="filepath")
         files = gr.File(label="files", file_count="multiple", type="filepath")
         options = [api_component(spec) for spec in api_fields()]
-        photo_images = {spec.name: gr.File(label=spec.name, type="filepath") for spec in PHOTO_IMAGES}
+        image_inputs = {name: gr.File(label=name, type="filepath") for name in IMAGE_INPUTS}
         output = gr.File(label="output")
         zip_file = gr.File(label="zip")
         manifest = gr.JSON(label="manifest")
         remove_button = gr.Button()
         batch_button = gr.Button()
     remove_button.click(
-        remove_endpoint(settings, cache),
-        inputs=[image, *options, *photo_images.values()],
+        remove_endpoint(settings, cache, admission),
+        inputs=[image, *options, *image_inputs.values()],
         outputs=output,
         api_name="remove",
         concurrency_id=concurrency_id,
     )
     batch_button.click(
-        remove_batch_endpoint(settings, cache),
-        inputs=[files, *options, *(photo_images[spec.name] for spec in BATCH_IMAGES)],
+        remove_batch_endpoint(settings, cache, admission),
+        inputs=[files, *options, *(image_inputs[spec.name] for spec in SHARED_INPUTS)],
         outputs=[zip_file, manifest],
         api_name="remove_batch",
         concurrency_id=concurrency_id,

@@ -30,11 +30,14 @@ from PIL import Image
 from bgremove.batch.engine import inputs_from_files
 from bgremove.batch.jobs import FINAL_STATUSES, Job, JobItem, JobNotFound, JobRunner, check_model
 from bgremove.core import codecs
-from bgremove.core.errors import BgRemoveError, ImageTooLarge, StorageFull
+from bgremove.core.errors import BgRemoveError, StorageFull
 from bgremove.core.options import RemovalOptions, color_text
 from bgremove.core.pipeline import Result, remove_background
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings
+from bgremove.web.admission import Admission
+from bgremove.web.errors import client_hint
+from bgremove.web.intake import read_image_paths
 from bgremove.web.jobs import JOB_ID
 from bgremove.web.ui_controls import ControlSet, payload_name, payload_path
 from bgremove.web.ui_files import job_dir, job_view_dir, read_limited, save, save_with
@@ -58,7 +61,7 @@ NO_SUBJECT = (
 def explain(exc: BaseException) -> tuple[str, str]:
     """Any exception -> (message, hint) fit for a person: our errors as they are, the rest logged and summarised."""
     if isinstance(exc, BgRemoveError):
-        return exc.message, exc.hint
+        return exc.message, client_hint(exc)  # a browser cannot act on the server's paths either
     if isinstance(exc, MemoryError):
         return (
             "The image needed more memory than the server has.",
@@ -170,9 +173,13 @@ class UiHandlers:
     settings: Settings
     cache: SessionCache
     jobs: JobRunner
+    admission: Admission | None = None  # the app's gate (build_ui passes it); None: a gate of these handlers' own
+
+    def __post_init__(self) -> None:
+        self.gate = self.admission or Admission.for_settings(self.settings)
 
     def read_bg_image(self, path: str | None) -> bytes | None:
-        return read_limited(path, self.settings.max_image_bytes) if path else None
+        return read_image_paths({"bg_image": path}, self.settings).get("bg_image")
 
     # single image
 
@@ -186,14 +193,15 @@ class UiHandlers:
             options, bg_path = controls.read(values)
             bg_image = self.read_bg_image(bg_path)
             filename = payload_name(upload) or "image"
-            result = remove_background(
-                read_limited(photo, self.settings.max_image_bytes),
-                filename,
-                options,
-                settings=self.settings,
-                cache=self.cache,
-                bg_image=bg_image,
-            )
+            with self.gate.slot("/ui"):  # the in-flight limit every door shares: busy is a message, not a queue
+                result = remove_background(
+                    read_limited(photo, self.settings.max_image_bytes),
+                    filename,
+                    options,
+                    settings=self.settings,
+                    cache=self.cache,
+                    bg_image=bg_image,
+                )
             folder = job_dir()
             name = codecs.output_name(filename, result.extension, suffix="-nobg")
             target = save(result.data, folder, name)
@@ -224,11 +232,6 @@ class UiHandlers:
             options, bg_path = controls.read(values)
             check_model(options, self.settings)
             bg_image = self.read_bg_image(bg_path)
-            if bg_image is not None and len(bg_image) > self.settings.max_image_bytes:
-                raise ImageTooLarge(
-                    f"The background image is larger than the limit of {self.settings.max_image_size_mb:g} MB.",
-                    hint="Use a smaller background or raise MAX_IMAGE_SIZE_MB.",
-                )
             with ExitStack() as stack:
                 inputs = inputs_from_files([(name, stack.enter_context(open(path, "rb"))) for name, path in files], self.settings)
             job = self.jobs.store.submit(inputs, options, owner=owner, bg_image=bg_image)

@@ -18,8 +18,9 @@ from bgremove.batch.jobs import JobRunner
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import ENV_NAMES, Settings, load_settings
 from bgremove.web import jobs as jobs_api
+from bgremove.web.admission import Admission
 from bgremove.web.errors import install_error_handlers
-from bgremove.web.guard import ApiGuard
+from bgremove.web.guard import DoorGuard, native_door
 
 
 def build_app(settings: Settings, cache: SessionCache | None = None, **runner_options: Any) -> FastAPI:
@@ -39,7 +40,7 @@ def build_app(settings: Settings, cache: SessionCache | None = None, **runner_op
     app.state.jobs = runner
     app.include_router(jobs_api.router)
     install_error_handlers(app)
-    app.add_middleware(ApiGuard, settings=settings)
+    app.add_middleware(DoorGuard, settings=settings, admission=Admission.for_settings(settings), door=native_door(settings))
     return app
 
 

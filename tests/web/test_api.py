@@ -331,14 +331,23 @@ def test_invalid_options_are_422_with_a_hint(api: TestClient, fields: dict[str, 
     assert response.json()["detail"] and response.json()["hint"]
 
 
-def test_model_that_cannot_be_had_is_503_with_where_to_get_it(api: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_model_that_cannot_be_had_is_503_with_where_to_get_it(
+    api: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A download that fails will not succeed in 30 s: no Retry-After. The client is told where the file comes from
+    and what the operator can run, never the server's folders; the server log keeps the operator's hint."""
     for variable in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
         monkeypatch.setenv(variable, "http://127.0.0.1:9")  # nothing listens there: every download fails at once
     monkeypatch.setenv("NO_PROXY", "")
-    response = post_image(api, png_photo(), model="u2netp")
+    home = str(api.app.state.settings.session_path)  # type: ignore[attr-defined]
+    with caplog.at_level("WARNING", logger="bgremove.web.errors"):
+        response = post_image(api, png_photo(), model="u2netp")
     assert response.status_code == 503
     assert "u2netp" in response.json()["detail"] and "u2netp.onnx" in response.json()["hint"]
-    assert response.headers["retry-after"]
+    assert "models pull u2netp" in response.json()["hint"]
+    assert "retry-after" not in response.headers
+    assert home not in response.text and "/models/" not in response.json()["hint"].replace("/api/models", "")
+    assert home in caplog.text  # the operator still learns where the file goes
     assert api.get("/api/health").json()["ready"] is True  # the default model keeps serving
 
 
