@@ -318,8 +318,9 @@ class ControlSet:
             for target in targets:
                 target.interactive = on
                 target.elem_classes = [*(target.elem_classes or []), "dependent"]
+            # A dict of updates: with one output, Gradio would take a returned list as that output's value.
             typing.cast(gr.Checkbox, self.controls[flag].main).change(
-                lambda value, n=len(targets): [gr.update(interactive=bool(value))] * n,
+                lambda value, targets=targets: {target: gr.update(interactive=bool(value)) for target in targets},
                 inputs=self.controls[flag].main,
                 outputs=targets,
                 **PRIVATE,

@@ -274,3 +274,17 @@ def test_download_all_and_the_manifest(finished_batch: Page, tmp_path: Path) -> 
     assert (manifest["count"], manifest["completed"], manifest["failed"]) == (3, 2, 1)
     _, listed = download(finished_batch, "#batch-download-json", tmp_path / "results.json")
     assert json.loads(listed.read_text()) == manifest
+
+
+def test_crop_to_the_subject_crops_the_download(page: Page, files: Path, tmp_path: Path) -> None:
+    upload_photo(page, files / "product.jpg")
+    page.locator("#single-crop input[type=checkbox]").check()
+    margin = page.locator("#single-crop-margin textarea")
+    expect(margin).to_be_enabled()
+    expect(margin).to_have_value("0")  # ticking the box leaves the margin's value alone
+    expect(run_single(page)).to_contain_text("Done in")
+    _, path = download(page, "#single-download", tmp_path / "cropped.png")
+    image = Image.open(path)
+    # The box is a third of the width and half the height of the 320 x 240 photo.
+    assert image.size[0] < 200 and image.size[1] < 200, image.size
+    assert np.asarray(image)[..., 3][image.size[1] // 2, image.size[0] // 2] > 200
