@@ -1,12 +1,14 @@
-"""Refresh the README's screenshots of both UI tabs (the tests never write into assets/).
+"""Refresh the README's screenshots of the UI (the tests never write into assets/).
 
-    python scripts/screenshots.py                  # assets/screenshot-single.png and assets/screenshot-batch.png
+    python scripts/screenshots.py                  # into assets/
     python scripts/screenshots.py --out /tmp/shots # somewhere else
 
-Serves the app in this process (settings from the environment, so the default isnet-general-use model; it must be
-on disk: `python -m bgremove models pull`), drives Debian's Chromium headless through a cut-out of
-assets/example-astronaut.jpg and a batch of every assets/example-*.jpg, and saves full-page screenshots. The batch
-is a durable job in DATA_DIR (default ~/.bgremove; set DATA_DIR=/tmp/somewhere to keep it out of your home).
+At a laptop's 1366x768 and a phone's 390x844: the landing screen, a result (assets/example-astronaut.jpg), the
+options opened, and a file that is not an image (`screenshot-<what>-<desktop|phone>.png`, the first screen only);
+plus the README's full-page `screenshot-single.png` and `screenshot-batch.png` (a batch of every
+assets/example-*.jpg). Serves the app in this process (settings from the environment, so the default
+isnet-general-use model; it must be on disk: `python -m bgremove models pull`). The batch is a durable job in
+DATA_DIR (default ~/.bgremove; set DATA_DIR=/tmp/somewhere to keep it out of your home).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 VIEWPORT: ViewportSize = {"width": 1280, "height": 1000}
+SCREENS: dict[str, ViewportSize] = {"desktop": {"width": 1366, "height": 768}, "phone": {"width": 390, "height": 844}}
+NOT_AN_IMAGE = b"Shopping list: milk, eggs, bread.\n"
 TIMEOUT_MS = 180_000
 
 
@@ -82,15 +86,48 @@ def wait_images(page: Page, selector: str, count: int, timeout: float | None = T
     )
 
 
+def drop_photo(page: Page, path: Path) -> None:
+    """What a person does: put a photo on the drop zone; it is processed on arrival."""
+    page.locator("#single-photo input[type=file]").set_input_files(path)
+
+
+def wait_result(page: Page, timeout: float | None = TIMEOUT_MS) -> None:
+    """The status says Done (or Failed) and the before/after slider shows both images."""
+    page.wait_for_function(
+        "() => /^(Done in|Failed)/.test(document.querySelector('#single-status').innerText.trim())", timeout=timeout
+    )
+    wait_images(page, "#single-result", 2, timeout=timeout)
+
+
 def single(page: Page, url: str, target: Path) -> None:
     page.goto(url + "/")
-    page.locator("#single-photo input[type=file]").set_input_files(ASSETS / "example-astronaut.jpg")
-    wait_images(page, "#single-photo", 1)
-    page.locator("#single-run").click()
-    expect(page.locator("#single-status")).to_contain_text("Done in", timeout=TIMEOUT_MS)
-    wait_images(page, "#single-cutout", 1)
-    wait_images(page, "#single-compare", 2)
+    drop_photo(page, ASSETS / "example-astronaut.jpg")
+    wait_result(page)
     page.screenshot(path=target, full_page=True)
+
+
+def screens(page: Page, url: str, out: Path, screen: str) -> list[Path]:
+    """Landing, result, options open and a bad file, as the first screen shows them."""
+    shots = [out / f"screenshot-{what}-{screen}.png" for what in ("landing", "result", "options", "bad-file")]
+    page.goto(url + "/")
+    expect(page.locator("#single-photo")).to_be_visible()
+    page.wait_for_timeout(500)
+    page.screenshot(path=shots[0])
+    drop_photo(page, ASSETS / "example-astronaut.jpg")
+    wait_result(page)
+    page.screenshot(path=shots[1])
+    page.locator("#single-advanced").click()
+    page.locator("#single-advanced").scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    page.screenshot(path=shots[2])
+    page.goto(url + "/")
+    page.locator("#single-photo input[type=file]").set_input_files(
+        {"name": "notes.png", "mimeType": "image/png", "buffer": NOT_AN_IMAGE}
+    )
+    expect(page.locator("#single-photo-problem")).to_be_visible(timeout=TIMEOUT_MS)
+    page.wait_for_timeout(300)
+    page.screenshot(path=shots[3])
+    return shots
 
 
 def batch(page: Page, url: str, target: Path) -> None:
@@ -111,19 +148,28 @@ def batch(page: Page, url: str, target: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=ASSETS, help="folder for the two PNGs (default: assets/)")
+    parser.add_argument("--out", type=Path, default=ASSETS, help="folder for the PNGs (default: assets/)")
+    parser.add_argument("--no-batch", action="store_true", help="skip the batch screenshot")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
     with serve() as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
+            for screen, viewport in SCREENS.items():
+                page = browser.new_page(viewport=viewport)
+                written += screens(page, url, args.out, screen)
+                page.close()
             page = browser.new_page(viewport=VIEWPORT)
             single(page, url, args.out / "screenshot-single.png")
-            batch(page, url, args.out / "screenshot-batch.png")
+            written.append(args.out / "screenshot-single.png")
+            if not args.no_batch:
+                batch(page, url, args.out / "screenshot-batch.png")
+                written.append(args.out / "screenshot-batch.png")
         finally:
             browser.close()
-    for name in ("screenshot-single.png", "screenshot-batch.png"):
-        print(args.out / name)
+    for path in written:
+        print(path)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ Adding an option means one field here plus its implementation in the pipeline.
 Names follow remove.bg's API where the meaning is the same (size, crop, crop_margin, format, channels,
 bg_color, scale, position, roi, add_shadow) and rembg's for the rest (alpha_matting_*, post_process_mask).
 Each field carries `json_schema_extra` for the doors: `label` (UI), `group` (basic / advanced / api: where the
-UI shows it), `hint` (what to do when the value is refused) and, for text options, `example`.
+UI shows it), `hint` (what to do when the value is refused) and, for text options, `example`. Where the API's words
+are not a person's words, `ui_label`, `ui_help` and `ui_choices` (value -> label) say it for the browser.
 
 Options are parsed once: a text option (crop_margin, scale, position, roi, bg_color) is validated as a string in
 its grammar and held as a typed value (`Sides`, a fraction, a pair, a `Region`, an RGBA tuple); dumps give its
@@ -62,12 +63,17 @@ def option(
     group: Group = "advanced",
     hint: str = "",
     example: str | None = None,
+    ui_label: str | None = None,
+    ui_help: str | None = None,
+    ui_choices: dict[str, str] | None = None,
     **bounds: Any,
 ) -> Any:
     """A schema field with what every door needs: bounds, help text, UI label and group, and the refusal hint."""
     extra: dict[str, Any] = {"label": label, "group": group, "hint": hint}
     if example is not None:
         extra["example"] = example
+    ui = {"ui_label": ui_label, "ui_help": ui_help, "ui_choices": ui_choices}
+    extra.update({key: value for key, value in ui.items() if value is not None})
     return Field(default, description=description, json_schema_extra=extra, **bounds)
 
 
@@ -278,7 +284,8 @@ class RemovalOptions(BaseModel):
     model: str | None = option(
         None,
         label="Model",
-        group="basic",
+        ui_help="Which model finds the subject; some are better at people, products or hair. One that is not on "
+        "this server yet is downloaded first.",
         description="Model name from GET /api/models (default: the server's REMBG_MODEL_NAME).",
         hint="Use a name from GET /api/models or `python -m bgremove models list`.",
     )
@@ -287,7 +294,9 @@ class RemovalOptions(BaseModel):
     size: Size = option(
         "full",
         label="Size",
-        group="basic",
+        ui_label="Output size",
+        ui_help="Smaller files download faster. The shape is kept and a photo is never enlarged.",
+        ui_choices={"preview": "Preview (0.25 MP)", "medium": "Medium (1.5 MP)", "hd": "HD (4 MP)", "full": "Full size"},
         description="Output size: preview (at most 0.25 MP), medium (1.5 MP), hd (4 MP) or full (input resolution). "
         "Aspect ratio is kept; images are never upscaled.",
         hint="Use preview, medium, hd or full.",
@@ -296,6 +305,8 @@ class RemovalOptions(BaseModel):
         "png",
         label="Format",
         group="basic",
+        ui_help="PNG and WebP keep transparency; JPG is smaller and never transparent.",
+        ui_choices={"png": "PNG", "jpg": "JPG", "webp": "WebP", "zip": "ZIP (colour + mask)", "auto": "Auto (PNG or JPG)"},
         description="png, jpg, webp, zip (color.jpg + alpha.png) or auto (PNG if the result has transparency, "
         "JPG when a background makes it opaque). A JPG without a background gets a white one.",
         hint="Use png, jpg, webp, zip or auto.",
@@ -306,21 +317,30 @@ class RemovalOptions(BaseModel):
         ge=1,
         le=100,
         description="Encoder quality for jpg and webp, 1-100.",
+        ui_help="Higher looks better and makes a larger file (JPG and WebP only).",
         hint="Use a whole number from 1 to 100.",
     )
     channels: Channels = option(
-        "rgba", label="Channels", description="rgba: the cutout; alpha: the greyscale mask only.", hint="Use rgba or alpha."
+        "rgba",
+        label="Channels",
+        description="rgba: the cutout; alpha: the greyscale mask only.",
+        hint="Use rgba or alpha.",
+        ui_label="What to download",
+        ui_help="The mask is white where the subject is and black elsewhere, for use in other editors.",
+        ui_choices={"rgba": "The cutout", "alpha": "Only the mask (white subject on black)"},
     )
     crop: Annotated[bool, Tag.CHANGES_GEOMETRY] = option(
         False,
         label="Crop to the subject",
         group="basic",
         description="Crop to the subject's bounding box (pixels with alpha above 10%) plus crop_margin.",
+        ui_help="Trim the empty space around the subject.",
     )
     crop_margin: Annotated[Sides, Grammar(parse_margin), Tag.MEASURED_IN_INPUT_PIXELS] = option(
         "0",
         label="Crop margin",
-        group="basic",
+        ui_label="Space around the cropped subject",
+        ui_help="Added on each side when cropping, in pixels or % (at most 500 px or 50%); it stops at the photo's edges.",
         example="20px",
         description="Margin around the cropped subject: 1, 2 or 4 values in px or % (CSS order), "
         f"at most {MAX_MARGIN_PERCENT:g}% or {MAX_MARGIN_PX}px; clipped at the image borders.",
@@ -329,6 +349,8 @@ class RemovalOptions(BaseModel):
     scale: Annotated[float | None, Grammar(parse_scale, scale_text), Tag.CHANGES_GEOMETRY] = option(
         "original",
         label="Subject scale",
+        ui_label="Resize the subject",
+        ui_help="How much of the picture the subject fills.",
         description="Scale the subject relative to the output canvas: 10%-100%, or original.",
         example="80%",
         hint="Use original or a percentage from 10% to 100%.",
@@ -336,6 +358,8 @@ class RemovalOptions(BaseModel):
     position: Annotated[tuple[float, float] | None, Grammar(parse_position, position_text), Tag.CHANGES_GEOMETRY] = option(
         "original",
         label="Subject position",
+        ui_label="Move the subject",
+        ui_help="Where the subject sits: 0% is the left or top edge, 100% the right or bottom edge.",
         description="Where the subject sits on the canvas: original, center, or 'X% Y%' (0% 0% is top left).",
         example="50% 100%",
         hint="Use original, center, or 'X% Y%' with percentages from 0% to 100%.",
@@ -343,6 +367,8 @@ class RemovalOptions(BaseModel):
     roi: Annotated[Region, Grammar(parse_roi), Tag.MEASURED_IN_INPUT_PIXELS] = option(
         "0% 0% 100% 100%",
         label="Region of interest",
+        ui_label="Look for the subject only inside a box",
+        ui_help="Everything outside the box becomes background.",
         description="Only this region can be foreground: 'x1 y1 x2 y2' in px or %.",
         example="10% 0% 90% 100%",
         hint="Use four values 'x1 y1 x2 y2' in px or %, e.g. '0% 0% 100% 100%'.",
@@ -351,6 +377,8 @@ class RemovalOptions(BaseModel):
         None,
         label="Background colour",
         group="basic",
+        ui_label="Background",
+        ui_help="Leave it transparent, or put white, a colour or your own image behind the subject.",
         example="ffffff",
         description="Fill the background: hex with or without # (3, 4, 6 or 8 digits), r,g,b[,a], or a CSS colour name.",
         hint="Use e.g. ffffff, #81d4fa, 255,255,255,128 or white.",
@@ -358,7 +386,7 @@ class RemovalOptions(BaseModel):
     add_shadow: bool = option(
         False,
         label="Drop shadow",
-        group="basic",
+        ui_help="A soft shadow under the subject.",
         description="A soft drop shadow under the subject (semi-transparent on transparent output).",
     )
 
@@ -377,6 +405,8 @@ class RemovalOptions(BaseModel):
     alpha_matting: Annotated[bool, Tag.MEASURED_IN_INPUT_PIXELS] = option(
         False,
         label="Alpha matting (slow)",
+        ui_label="Fine edge matting (slow)",
+        ui_help="A slower edge refinement for hair and fur; the standard edges are usually as good.",
         description="Refine edges with pymatting's closed-form alpha matting (slow; the default edge refinement is "
         "usually as good).",
     )

@@ -1,5 +1,10 @@
 """The Gradio Blocks: Single image and Batch tabs, plus /remove and /remove_batch for gradio_client and MCP.
 
+The single-image tab is one screen: a photo dropped on the left is processed at once; the before/after result is
+beside it (under it on a phone) with the common choices (background, format, crop) and one download button right
+under it; every other option folds away under "More options", provenance and metadata under "Details". Each option
+change re-composes the same photo, which the prediction cache answers without running the model again.
+
 Layout only. The option controls come from the schema (`ui_controls.ControlSet`), the handlers call the core
 (`ui_handlers`), the public endpoints are built from the schema too (`ui_api`). The app factory mounts this with
 `css=CSS` (Gradio 6 takes css at mount time) and starts `start_sweeper`; `remove_work_files` runs at shutdown.
@@ -14,6 +19,8 @@ from __future__ import annotations
 
 import hmac
 import threading
+import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +34,10 @@ from bgremove.core.settings import Settings
 from bgremove.web.admission import Admission
 from bgremove.web.keys import matching_key
 from bgremove.web.ui_api import add_api_endpoints
-from bgremove.web.ui_controls import SWATCHES, ControlContext, ControlSet
+from bgremove.web.ui_controls import SWATCHES, ControlContext, ControlSet, payload_path
 from bgremove.web.ui_files import remove_work_files, start_sweeper, sweep_expired
-from bgremove.web.ui_handlers import TABLE_HEADERS, BatchView, UiHandlers, failure, shielded
-from bgremove.web.ui_models import footer, model_choices, model_info
+from bgremove.web.ui_handlers import TABLE_HEADERS, BatchView, SingleView, UiHandlers, failure, shielded
+from bgremove.web.ui_models import footer, model_choices, model_details, model_info
 
 __all__ = [
     "CSS",
@@ -57,17 +64,34 @@ SET_JOB_IN_ADDRESS = """(job) => {
   window.history.replaceState(window.history.state, "", url);
 }"""
 
+# On a phone the result is under the photo: bring it (and the download under it) into view once it is there.
+SHOW_RESULT_ON_A_PHONE = """() => {
+  const status = document.getElementById("single-status");
+  if (window.innerWidth <= 640 && status && /^Done/.test(status.innerText.trim())) {
+    status.scrollIntoView({ behavior: "smooth", block: "start" });
+  }
+}"""
 _CHECKERBOARD = "repeating-conic-gradient(#d9d9d9 0% 25%, #ffffff 0% 50%) 50% / 20px 20px"
+_DARK_SWATCHES = {"black"}
 CSS = f"""
-/* Transparency shows as a checkerboard, in the cutout, the before/after slider and the gallery (issue 17.8). */
-#single-cutout img, #single-compare img, #batch-gallery img {{
+/* Transparency shows as a checkerboard, in the before/after slider and the gallery. */
+#single-result img, #batch-gallery img {{
   background: {_CHECKERBOARD} !important;
 }}
 #single-status, #batch-status {{ min-height: 1.5em; }}
+#intro p {{ margin: 0; }}
+/* A photo that cannot be used is explained where it was dropped. */
+#single-photo-problem {{ border: 2px solid #d33; border-radius: 8px; padding: 12px 16px; background: #fff4f4; }}
+#single-download {{ font-size: 1.05em; }}
 /* The picked colour is visible even when it is white on a white card. */
-.bg-picker input[type=color], .bg-picker button, .bg-picker .swatch {{ border: 1px solid #888 !important; }}
-.swatch {{ border: 1px solid #888 !important; max-width: 40px; min-height: 32px; }}
-{"".join(f".swatch-{name} {{ background: {colour} !important; }}" for name, colour in SWATCHES.items())}
+.bg-picker input[type=color], .bg-picker button {{ border: 1px solid #888 !important; }}
+.swatch {{ border: 1px solid #888 !important; min-height: 32px; }}
+{"".join(f".swatch-{name} {{ background: {colour} !important; color: {'#fff' if name in _DARK_SWATCHES else '#222'} !important; }}" for name, colour in SWATCHES.items())}
+/* On a phone the photo and the result share the screen with the controls under them. */
+@media (max-width: 640px) {{
+  #single-photo, #single-result {{ height: 300px !important; }}
+  #single-photo img, #single-result img {{ max-height: 260px !important; }}
+}}
 /* A control that only matters while its flag is on (alpha-matting sliders, crop margin) looks inactive. */
 .dependent:has(:disabled) {{ opacity: 0.45; }}
 /* On a phone a dropdown's text must not run under its arrow. */
@@ -154,9 +178,9 @@ def build_ui(
         title="bgremove - background removal", delete_cache=(max(1, min(60, ttl // 2)), ttl), analytics_enabled=False
     ) as demo:
         gr.Markdown(
-            "# bgremove\nRemove the background of PNG, JPEG and WebP photos: a transparent cutout, or a "
-            "ready-to-use JPG, WebP or PNG on a colour or image. Uploads and results are deleted from the server "
-            f"after {max(1, ttl // 60)} minutes; batch jobs after {settings.job_retention_hours:g} hours."
+            "# bgremove\nDrop a photo: its background is removed at once. Files are deleted from the server after "
+            f"{max(1, ttl // 60)} minutes (batch jobs after {settings.job_retention_hours:g} hours).",
+            elem_id="intro",
         )
         # The last batch job of this browser, so that a reload finds it even without ?job= in the address. Outside
         # the tabs: a BrowserState inside an unopened tab is not read before the page's load event. The secret is
@@ -166,30 +190,86 @@ def build_ui(
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("Single image", id="single"):
                 with gr.Row(equal_height=False):
-                    with gr.Column():
+                    with gr.Column(min_width=320):
+                        problem = gr.Markdown("", visible=False, elem_id="single-photo-problem")
                         photo = gr.Image(
-                            label="Photo", type="filepath", sources=["upload", "clipboard"], height=400, elem_id="single-photo"
+                            label="Your photo (PNG, JPEG or WebP)",
+                            type="filepath",
+                            sources=["upload", "clipboard"],
+                            height=440,
+                            buttons=[],
+                            placeholder="Drop a photo here, or click to choose one",
+                            elem_id="single-photo",
                         )
-                        single = option_panel("single", settings)
-                        run = gr.Button("Remove background", variant="primary", elem_id="single-run")
                         if EXAMPLES:
-                            gr.Examples(EXAMPLES, inputs=[photo], label="Examples")
-                    with gr.Column():
+                            gr.Examples(EXAMPLES, inputs=[photo], label="No photo at hand? Try one of these")
+                    with gr.Column(min_width=320):
                         status = gr.Markdown("", elem_id="single-status")
-                        cutout = gr.Image(label="Cutout", type="filepath", interactive=False, height=400, elem_id="single-cutout")
-                        compare = gr.ImageSlider(
-                            label="Before / after", type="filepath", interactive=False, elem_id="single-compare"
+                        result = gr.ImageSlider(
+                            label="Before / after",
+                            type="filepath",
+                            interactive=False,
+                            height=440,
+                            buttons=["fullscreen"],  # one download button, under the choices
+                            elem_id="single-result",
                         )
-                        download = gr.DownloadButton("Download", interactive=False, elem_id="single-download")
-                        metadata = gr.JSON(label="Metadata", elem_id="single-metadata")
+                        placed: list[gr.DownloadButton] = []
+                        single = option_panel(
+                            "single",
+                            settings,
+                            between=lambda: placed.append(
+                                gr.DownloadButton("Download", variant="primary", interactive=False, elem_id="single-download")
+                            ),
+                        )
+                        download = placed[0]
+                        # Touch-up (keep / remove strokes) belongs here, between the choices and the details.
+                        with gr.Accordion("Details", open=False, elem_id="single-details"):
+                            details = gr.Markdown(model_details(None, settings, cache), elem_id="single-model-details")
+                            metadata = gr.JSON(label="About this result", elem_id="single-metadata")
 
-                def run_single(upload: Any, *values: Any) -> tuple[Any, ...]:
-                    return handlers.single(single, upload, values)
+                single_outputs = [result, download, metadata, status, problem, photo]
 
-                run.click(lambda: "Processing...", outputs=status, **quick).then(
-                    run_single, inputs=[photo, *single.inputs], outputs=[cutout, compare, download, metadata, status], **private
+                def show_single(view: SingleView) -> tuple[Any, ...]:
+                    """A SingleView as updates of `single_outputs`; an unusable photo is cleared and explained."""
+                    offered = view.download is not None
+                    return (
+                        view.result,
+                        gr.update(value=view.download, label=view.download_label, interactive=offered),
+                        view.metadata,
+                        view.status,
+                        gr.update(value=view.photo_problem, visible=bool(view.photo_problem)),
+                        gr.update(value=None) if view.photo_problem else gr.skip(),
+                    )
+
+                def arrive(upload: Any, *values: Any) -> tuple[Any, ...]:
+                    if not payload_path(upload):  # the photo was removed: so is its result (a problem stays shown)
+                        return (None, gr.update(value=None, label="Download", interactive=False), None, "", gr.skip(), gr.skip())
+                    return show_single(handlers.single(single, upload, values, on_arrival=True))
+
+                def recompose(upload: Any, *values: Any) -> tuple[Any, ...]:
+                    if not payload_path(upload):  # nothing to apply the option to yet
+                        return tuple(gr.skip() for _ in single_outputs)
+                    return show_single(handlers.single(single, upload, values))
+
+                def working(upload: Any) -> tuple[Any, Any]:
+                    """At once, before the work is queued: say what is happening, take an old problem away."""
+                    if not payload_path(upload):
+                        return gr.skip(), gr.skip()
+                    return "Removing the background...", gr.update(value="", visible=False)
+
+                photo.change(working, inputs=photo, outputs=[status, problem], preprocess=False, **quick).then(
+                    arrive, inputs=[photo, *single.inputs], outputs=single_outputs, show_progress_on=[result], **private
+                ).then(None, js=SHOW_RESULT_ON_A_PHONE, **quick)
+                gr.on(
+                    [typing.cast(Any, component).change for component in single.inputs],
+                    recompose,
+                    inputs=[photo, *single.inputs],
+                    outputs=single_outputs,
+                    trigger_mode="always_last",
+                    show_progress="minimal",
+                    show_progress_on=[status],
+                    **private,
                 )
-                photo.change(lambda: "", outputs=status, **quick)
             with gr.Tab("Batch", id="batch"):
                 with gr.Row():
                     files = gr.File(label="Images or zips", file_count="multiple", elem_id="batch-files")
@@ -327,25 +407,30 @@ def build_ui(
             return (
                 *[gr.Dropdown(choices=choices) for _ in models],
                 *[model_info(name, settings) for name in chosen],
+                model_details(chosen[0], settings, cache),
                 footer(cache),
             )
 
         def keep() -> tuple[Any, ...]:
-            return tuple(gr.skip() for _ in range(2 * len(models) + 1))
+            return tuple(gr.skip() for _ in range(2 * len(models) + 2))
 
-        demo.load(shielded(refresh, keep), inputs=models, outputs=[*models, *infos, page_footer], **quick)
+        demo.load(shielded(refresh, keep), inputs=models, outputs=[*models, *infos, details, page_footer], **quick)
+        typing.cast(gr.Dropdown, models[0]).change(
+            shielded(lambda name: model_details(name, settings, cache), gr.skip), inputs=models[0], outputs=details, **quick
+        )
     demo.queue(max_size=settings.max_queue_size, default_concurrency_limit=settings.max_concurrent_inferences)
     blocks: gr.Blocks = demo
     return blocks
 
 
-def option_panel(prefix: str, settings: Settings) -> ControlSet:
-    """The schema's controls for one tab (the model dropdown shows its weights' licence and source)."""
+def option_panel(prefix: str, settings: Settings, between: Callable[[], None] | None = None) -> ControlSet:
+    """The schema's controls for one tab (the model dropdown shows its weights' licence)."""
     return ControlSet.build(
         ControlContext(
             prefix=prefix,
             model_choices=model_choices(settings),
             default_model=settings.model_name,
             model_info=shielded(lambda name: model_info(name, settings), lambda: ""),
-        )
+        ),
+        between,
     )

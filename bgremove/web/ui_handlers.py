@@ -30,8 +30,8 @@ from PIL import Image
 from bgremove.batch.engine import inputs_from_files
 from bgremove.batch.jobs import FINAL_STATUSES, Job, JobItem, JobNotFound, JobRunner, check_model
 from bgremove.core import codecs
-from bgremove.core.errors import BgRemoveError, StorageFull
-from bgremove.core.options import RemovalOptions, color_text
+from bgremove.core.errors import BgRemoveError, CorruptImage, ImageTooLarge, StorageFull, UnsupportedFormat
+from bgremove.core.options import RemovalOptions, parse_color
 from bgremove.core.pipeline import Result, remove_background
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings
@@ -39,7 +39,7 @@ from bgremove.web.admission import Admission
 from bgremove.web.errors import client_hint
 from bgremove.web.intake import read_image_paths
 from bgremove.web.jobs import JOB_ID
-from bgremove.web.ui_controls import ControlSet, payload_name, payload_path
+from bgremove.web.ui_controls import SWATCHES, WHITE, ControlSet, payload_name, payload_path
 from bgremove.web.ui_files import job_dir, job_view_dir, read_limited, save, save_with
 
 log = logging.getLogger(__name__)
@@ -100,21 +100,27 @@ def api_error(exc: BaseException) -> gr.Error:
 
 # --- what the output is ---------------------------------------------------------------------------------------
 
+# A problem with the photo itself: shown where the photo was, since no option change can fix it.
+PHOTO_PROBLEMS = (UnsupportedFormat, CorruptImage, ImageTooLarge)
+COLOUR_NAMES: dict[tuple[int, ...], str] = {
+    parse_color(colour)[:3]: name.replace("-", " ") for name, colour in {**SWATCHES, "white": WHITE}.items()
+}
 
-def output_label(result: Result, options: RemovalOptions, bg_image: bool) -> str:
-    """The output pane's label says what will be downloaded ("transparent PNG" only when it is one)."""
+
+def describe_output(result: Result, options: RemovalOptions, bg_image: bool) -> str:
+    """What will be downloaded, in a person's words ("JPG on white", "transparent PNG")."""
     fmt = FORMAT_NAMES.get(result.format, result.format.upper())
     if result.format == "zip":
-        return "Cutout as ZIP: color.jpg + alpha.png (preview: color.jpg)"
+        return "ZIP with a colour JPG and its black-and-white mask"
     mode = Image.open(io.BytesIO(result.data)).mode  # reads the header only
     if mode in ("L", "LA", "I;16"):
-        return f"Mask (greyscale {fmt})"
-    background = "your background image" if bg_image else color_text(options.bg_color) if options.bg_color else "white"
-    if mode in ("RGBA", "PA"):
-        if bg_image or options.bg_color:
-            return f"Cutout on {background}, partly transparent ({fmt})"
-        return f"Cutout (transparent {fmt})"
-    return f"Cutout on {background} ({fmt})"
+        return f"black-and-white mask ({fmt})"
+    if bg_image:
+        return f"{fmt} on your background image"
+    if options.bg_color:
+        colour = COLOUR_NAMES.get(tuple(options.bg_color[:3]), "your colour")
+        return f"{fmt} on {colour}" + (", partly see-through" if mode in ("RGBA", "PA") else "")
+    return f"transparent {fmt}" if mode in ("RGBA", "PA") else f"{fmt} on white"
 
 
 def preview_bytes(result: Result) -> tuple[bytes, str]:
@@ -131,14 +137,33 @@ def zip_colour_image(data: bytes) -> tuple[bytes, str]:
         return archive.read(name), PurePath(name).suffix.lstrip(".") or "jpg"
 
 
-def status_line(result: Result) -> str:
-    fmt = FORMAT_NAMES.get(result.format, result.format.upper())
-    line = f"Done in **{result.seconds:.2f} s** - {result.width} x {result.height} px {fmt} - model `{result.model}`" + (
-        f" (inference {result.stages['mask']:.2f} s)" if "mask" in result.stages else ""
-    )
+def status_line(result: Result, what: str) -> str:
+    """Done, how long it took and what the file is; a re-composed result says the model did not run again."""
+    line = f"Done in **{result.seconds:.2f} s**: {what}, {result.width} × {result.height} px."
+    if result.prediction_reused:
+        line += " (The cutout was reused: the model did not run again.)"
     if not result.foreground_found:
         line += "\n\n" + NO_SUBJECT.format(confidence=result.confidence)
     return line
+
+
+@dataclass(frozen=True)
+class SingleView:
+    """What the single-image tab shows after a photo arrives or an option changes."""
+
+    status: str  # next to the result: progress, done, or a failure's message and hint
+    result: tuple[str, str] | None = None  # (photo, preview) for the before/after slider
+    download: str | None = None  # the one file offered for download
+    download_label: str = "Download"
+    metadata: dict[str, Any] | None = None
+    photo_problem: str = ""  # the photo itself is unusable: shown where the photo was, and the photo is cleared
+
+    @classmethod
+    def failed(cls, exc: BaseException, on_arrival: bool) -> SingleView:
+        if on_arrival and isinstance(exc, PHOTO_PROBLEMS):
+            message, hint = explain(exc)
+            return cls(status="", photo_problem=f"**{message}**\n\n{hint}".strip())
+        return cls(status=failure(exc))
 
 
 # --- what the batch tab shows ----------------------------------------------------------------------------------
@@ -183,13 +208,17 @@ class UiHandlers:
 
     # single image
 
-    def single(self, controls: ControlSet, upload: Any, values: Sequence[Any]) -> tuple[Any, ...]:
-        """Single-image tab -> (cutout, before/after, download, metadata, status). `upload` is the photo's raw payload."""
-        empty = (gr.update(value=None, label="Cutout"), None, gr.update(value=None, label="Download", interactive=False), None)
+    def single(self, controls: ControlSet, upload: Any, values: Sequence[Any], on_arrival: bool = False) -> SingleView:
+        """The single-image tab's one handler: the photo with the options as they stand.
+
+        Called when a photo arrives (`on_arrival`: a photo that cannot be read is explained where it was) and on
+        every option change; the prediction cache turns a change of background, format or crop into a re-compose,
+        without running the model again.
+        """
+        photo = payload_path(upload)
+        if not photo:
+            return SingleView(status="")
         try:
-            photo = payload_path(upload)
-            if not photo:
-                return (*empty, "Upload a photo first.")
             options, bg_path = controls.read(values)
             bg_image = self.read_bg_image(bg_path)
             filename = payload_name(upload) or "image"
@@ -209,16 +238,16 @@ class UiHandlers:
             shown = (
                 target if preview is result.data else save(preview, folder / "preview", f"{PurePath(name).stem}.{preview_ext}")
             )
-            label = output_label(result, options, bg_image is not None)
-        except Exception as exc:  # every failure is a message and a hint in the status line, never a toast
-            return (*empty, failure(exc))
+            what = describe_output(result, options, bg_image is not None)
+        except Exception as exc:  # every failure is a message and a hint on the page, never a toast
+            return SingleView.failed(exc, on_arrival)
         fmt = FORMAT_NAMES.get(result.format, result.format.upper())
-        return (
-            gr.update(value=str(shown), label=label),
-            (photo, str(shown)),
-            gr.update(value=str(target), label=f"Download {fmt}", interactive=True),
-            {**result.metadata(), "output": name},
-            status_line(result),
+        return SingleView(
+            status=status_line(result, what),
+            result=(photo, str(shown)),
+            download=str(target),
+            download_label=f"Download {fmt}",
+            metadata={**result.metadata(), "output": name},
         )
 
     # batch: a durable job (bgremove.batch.jobs) the tab submits, then polls

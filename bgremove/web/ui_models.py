@@ -33,22 +33,37 @@ def model_choices(settings: Settings) -> list[tuple[str, str]]:
 
 
 def model_info(name: str | None, settings: Settings) -> str:
-    """One Markdown line: size, where the weights came from, their licence and checksum."""
+    """The line under the model chooser: the weights' licence first (the default ones may be AGPL-3.0), then size."""
     name = name or settings.model_name
     if is_custom_model(name):
-        return f"**{PurePath(name).name}**: a custom ONNX model set by REMBG_MODEL_NAME (licence: whatever its author chose)."
+        return f"**{PurePath(name).name}**: a custom model set up on this server. Licence: whatever its author chose."
     entry = next((e for e in list_models(settings) if e.name == name), None)
     if entry is None:
         return ""
-    where = "on disk" if entry.on_disk else availability(entry)
-    parts = [
-        f"**{entry.name}** ({where}, {entry.size_mb} MB)",
-        f"licence **{entry.license}**",
-        f"{'from' if entry.on_disk else 'downloads from'} `{entry.source}`",
+    where = "on this server" if entry.on_disk else availability(entry)
+    line = f"Licence of these weights: **{entry.license}** · {entry.size_mb} MB, {where}."
+    if "AGPL" in entry.license.upper():
+        line += " The AGPL sets conditions on services built with these weights: read it before commercial use."
+    return line
+
+
+def model_details(name: str | None, settings: Settings, cache: SessionCache) -> str:
+    """Where the chosen weights come from (source, licence, checksum) and what runs them, for the Details fold."""
+    name = name or settings.model_name
+    runs_on = f"Runs on: {engine_label(cache)}."
+    if is_custom_model(name):
+        return f"**Model:** {PurePath(name).name} (a custom model file on this server).\n\n{runs_on}"
+    entry = next((e for e in list_models(settings) if e.name == name), None)
+    if entry is None:
+        return runs_on
+    lines = [
+        f"**Model:** {entry.name}, {entry.size_mb} MB ({'on this server' if entry.on_disk else availability(entry)})",
+        f"**Licence:** {entry.license}",
+        f"**Source:** `{entry.source}`",
     ]
     if entry.sha256:
-        parts.append(f"sha256 `{entry.sha256[:12]}…`")
-    return " · ".join(parts)
+        lines.append(f"**Checksum (sha256):** `{entry.sha256}`")
+    return "\n\n".join([*lines, runs_on])
 
 
 def engine_label(cache: SessionCache) -> str:
@@ -62,5 +77,6 @@ def engine_label(cache: SessionCache) -> str:
 
 
 def footer(cache: SessionCache) -> str:
-    loaded = ", ".join(PurePath(name).name for name in cache.loaded_names()) or "none"
-    return f"bgremove {__version__} · engine: `{engine_label(cache)}` · models loaded: {loaded}"
+    """The page's last line: the version, and which models this server has in memory."""
+    loaded = ", ".join(PurePath(name).name for name in cache.loaded_names()) or "none yet"
+    return f"bgremove {__version__} · models ready: {loaded}"

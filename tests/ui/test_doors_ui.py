@@ -23,13 +23,13 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from bgremove.core.errors import InvalidOption
-from bgremove.core.options import IMAGE_INPUTS, RemovalOptions, field_extra, option, parse_options
+from bgremove.core.options import IMAGE_INPUTS, RemovalOptions, field_extra, option, parse_margin, parse_options, parse_roi
 from bgremove.core.sessions import SessionCache
 from bgremove.core.store import resolve_name
 from bgremove.web import ui_controls
 from bgremove.web.ui import build_ui
 from bgremove.web.ui_api import LEGACY_ORDER, api_fields, remove_endpoint
-from bgremove.web.ui_controls import ControlContext, ControlSet, option_fields
+from bgremove.web.ui_controls import BOX_SIDES, ControlContext, ControlSet, option_fields
 from tests.ui.conftest import LiveUi, write_photo
 
 FIELDS = RemovalOptions.model_fields
@@ -68,23 +68,37 @@ def test_every_ui_field_has_a_control_with_the_schemas_label_bounds_choices_and_
     demo: gr.Blocks, tab: str, name: str
 ) -> None:
     info = FIELDS[name]
-    control = elem(demo, f"{tab}-{name.replace('_', '-')}")
-    assert control.label == field_extra(name)["label"]
-    assert control.info == info.description
+    extra = field_extra(name)
+    if name in BOX_SIDES:  # four numbers and a unit that spell the default
+        numbers = [elem(demo, f"{tab}-{name.replace('_', '-')}-{side.lower()}") for side in BOX_SIDES[name]]
+        unit = elem(demo, f"{tab}-{name.replace('_', '-')}-unit").value
+        spelled = " ".join(f"{number.value:g}{unit}" for number in numbers)
+        parse = {"crop_margin": parse_margin, "roi": parse_roi}[name]
+        assert parse(spelled) == parse(info.default), spelled
+        return
+    # bg_color's label and help are on its transparent / white / colour / image choice
+    control = elem(demo, f"{tab}-{'bg-mode' if name == 'bg_color' else name.replace('_', '-')}")
+    assert control.label == (extra.get("ui_label") or extra["label"])  # a person's words where the API's differ
+    assert control.info == (extra.get("ui_help") or info.description)
     annotation = info.annotation
+    if name in ("scale", "position"):  # a switch (off: original) and sliders that wait for it
+        assert isinstance(control, gr.Checkbox) and control.value is False and info.default == "original"
+        return
     if name == "model":  # a dropdown of the catalog; the default (None) means the server's model
         assert isinstance(control, gr.Dropdown) and info.default is None
         assert control.value in [value for _, value in control.choices]
         return
-    if name == "bg_color":  # a colour picker behind the transparent / colour / image choice
-        mode = elem(demo, f"{tab}-bg-mode")
-        assert mode.value == ("transparent" if info.default is None else "colour")
+    if name == "bg_color":  # a colour picker behind the transparent / white / colour / image choice
+        assert control.value == ("transparent" if info.default is None else "colour")
+        assert isinstance(elem(demo, f"{tab}-bg-color"), gr.ColorPicker)
         return
     if annotation is bool:
         assert isinstance(control, gr.Checkbox) and control.value is info.default
     elif typing.get_origin(annotation) is Literal:
         assert isinstance(control, gr.Dropdown | gr.Radio)
         assert [value for _, value in control.choices] == list(typing.get_args(annotation))
+        labels = extra.get("ui_choices") or {}
+        assert [label for label, _ in control.choices] == [labels.get(v, v) for v in typing.get_args(annotation)]
         assert control.value == info.default
     elif annotation is int:
         assert isinstance(control, gr.Slider)
@@ -114,7 +128,8 @@ def test_sliders_that_depend_on_a_flag_start_inactive(demo: gr.Blocks) -> None:
             "alpha_matting_foreground_threshold",
             "alpha_matting_background_threshold",
             "alpha_matting_erode_size",
-            "crop_margin",
+            "crop_margin_top",
+            "crop_margin_unit",
         ):
             assert elem(demo, f"{tab}-{name.replace('_', '-')}").interactive is False, name
         assert elem(demo, f"{tab}-alpha-matting").interactive is not False
