@@ -57,7 +57,7 @@ def model_details(name: str | None, settings: Settings, cache: SessionCache) -> 
     if entry is None:
         return runs_on
     lines = [
-        f"**Model:** {entry.name}, {entry.size_mb} MB ({'on this server' if entry.on_disk else availability(entry)})",
+        f"**Model:** {entry.name}, {entry.size_mb} MB ({'on this server' if entry.on_disk else 'not on this server yet'})",
         f"**Licence:** {entry.license}",
         f"**Source:** `{entry.source}`",
     ]
