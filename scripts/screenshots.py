@@ -97,6 +97,9 @@ def wait_result(page: Page, timeout: float | None = TIMEOUT_MS) -> None:
         "() => /^(Done in|Failed)/.test(document.querySelector('#single-status').innerText.trim())", timeout=timeout
     )
     wait_images(page, "#single-result", 2, timeout=timeout)
+    if (page.viewport_size or VIEWPORT)["width"] <= 640:  # a phone scrolls the result into view
+        page.wait_for_function("() => document.getElementById('single-status').getBoundingClientRect().top < 200")
+    page.wait_for_timeout(1000)  # the slider fades its images in
 
 
 def single(page: Page, url: str, target: Path) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hmac
 import threading
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -241,15 +241,19 @@ def build_ui(
                         gr.update(value=None) if view.photo_problem else gr.skip(),
                     )
 
-                def arrive(upload: Any, *values: Any) -> tuple[Any, ...]:
+                def arrive(upload: Any, *values: Any) -> Iterator[tuple[Any, ...]]:
                     if not payload_path(upload):  # the photo was removed: so is its result (a problem stays shown)
-                        return (None, gr.update(value=None, label="Download", interactive=False), None, "", gr.skip(), gr.skip())
-                    return show_single(handlers.single(single, upload, values, on_arrival=True))
+                        yield (None, gr.update(value=None, label="Download", interactive=False), None, "", gr.skip(), gr.skip())
+                        return
+                    for view in handlers.single_steps(single, upload, values, on_arrival=True):
+                        yield show_single(view)
 
-                def recompose(upload: Any, *values: Any) -> tuple[Any, ...]:
+                def recompose(upload: Any, *values: Any) -> Iterator[tuple[Any, ...]]:
                     if not payload_path(upload):  # nothing to apply the option to yet
-                        return tuple(gr.skip() for _ in single_outputs)
-                    return show_single(handlers.single(single, upload, values))
+                        yield tuple(gr.skip() for _ in single_outputs)
+                        return
+                    for view in handlers.single_steps(single, upload, values):
+                        yield show_single(view)
 
                 def working(upload: Any) -> tuple[Any, Any]:
                     """At once, before the work is queued: say what is happening, take an old problem away."""

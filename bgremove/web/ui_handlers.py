@@ -18,7 +18,7 @@ import io
 import json
 import logging
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -31,7 +31,7 @@ from bgremove.batch.engine import inputs_from_files
 from bgremove.batch.jobs import FINAL_STATUSES, Job, JobItem, JobNotFound, JobRunner, check_model
 from bgremove.core import codecs
 from bgremove.core.errors import BgRemoveError, CorruptImage, ImageTooLarge, StorageFull, UnsupportedFormat
-from bgremove.core.options import RemovalOptions, parse_color
+from bgremove.core.options import SIZE_MEGAPIXELS, RemovalOptions, parse_color
 from bgremove.core.pipeline import Result, remove_background
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings
@@ -100,6 +100,10 @@ def api_error(exc: BaseException) -> gr.Error:
 
 # --- what the output is ---------------------------------------------------------------------------------------
 
+# Above this many pixels the result is first shown at this output size, then the full-size file is offered.
+PREVIEW_ABOVE_PIXELS = 3_000_000
+PREVIEW_SIZE = "medium"
+PREPARING = "Preview ready; preparing the full-size file..."
 # A problem with the photo itself: shown where the photo was, since no option change can fix it.
 PHOTO_PROBLEMS = (UnsupportedFormat, CorruptImage, ImageTooLarge)
 COLOUR_NAMES: dict[tuple[int, ...], str] = {
@@ -137,10 +141,23 @@ def zip_colour_image(data: bytes) -> tuple[bytes, str]:
         return archive.read(name), PurePath(name).suffix.lstrip(".") or "jpg"
 
 
-def status_line(result: Result, what: str) -> str:
+def needs_preview(photo: str, options: RemovalOptions) -> bool:
+    """Whether the full-size output is slow enough to show a medium-size preview first (a large photo, output at
+    more than the preview's size); reads the image header only, and a file that is no image gets no preview."""
+    budget = SIZE_MEGAPIXELS.get(options.size)
+    if budget is not None and budget <= (SIZE_MEGAPIXELS[PREVIEW_SIZE] or 0.0):
+        return False
+    try:
+        with Image.open(photo) as image:
+            return image.width * image.height > PREVIEW_ABOVE_PIXELS
+    except Exception:
+        return False
+
+
+def status_line(result: Result, what: str, reused: bool) -> str:
     """Done, how long it took and what the file is; a re-composed result says the model did not run again."""
     line = f"Done in **{result.seconds:.2f} s**: {what}, {result.width} × {result.height} px."
-    if result.prediction_reused:
+    if reused:
         line += " (The cutout was reused: the model did not run again.)"
     if not result.foreground_found:
         line += "\n\n" + NO_SUBJECT.format(confidence=result.confidence)
@@ -209,7 +226,14 @@ class UiHandlers:
     # single image
 
     def single(self, controls: ControlSet, upload: Any, values: Sequence[Any], on_arrival: bool = False) -> SingleView:
-        """The single-image tab's one handler: the photo with the options as they stand.
+        """The single-image tab's result for the photo with the options as they stand (the last of `single_steps`)."""
+        return list(self.single_steps(controls, upload, values, on_arrival))[-1]
+
+    def single_steps(
+        self, controls: ControlSet, upload: Any, values: Sequence[Any], on_arrival: bool = False
+    ) -> Iterator[SingleView]:
+        """The single-image tab's one handler, step by step: a large photo first shows a medium-size preview, then
+        offers its full-size file; a small one is done in one step.
 
         Called when a photo arrives (`on_arrival`: a photo that cannot be read is explained where it was) and on
         every option change; the prediction cache turns a change of background, format or crop into a re-compose,
@@ -217,33 +241,41 @@ class UiHandlers:
         """
         photo = payload_path(upload)
         if not photo:
-            return SingleView(status="")
+            yield SingleView(status="")
+            return
+        shown: Path | None = None
+        reused: bool | None = None
         try:
             options, bg_path = controls.read(values)
             bg_image = self.read_bg_image(bg_path)
             filename = payload_name(upload) or "image"
-            with self.gate.slot("/ui"):  # the in-flight limit every door shares: busy is a message, not a queue
-                result = remove_background(
-                    read_limited(photo, self.settings.max_image_bytes),
-                    filename,
-                    options,
-                    settings=self.settings,
-                    cache=self.cache,
-                    bg_image=bg_image,
-                )
-            folder = job_dir()
-            name = codecs.output_name(filename, result.extension, suffix="-nobg")
-            target = save(result.data, folder, name)
-            preview, preview_ext = preview_bytes(result)
-            shown = (
-                target if preview is result.data else save(preview, folder / "preview", f"{PurePath(name).stem}.{preview_ext}")
-            )
+            data = read_limited(photo, self.settings.max_image_bytes)
+            steps = [options]
+            if needs_preview(photo, options):
+                steps.insert(0, options.model_copy(update={"size": PREVIEW_SIZE}))
+            for step in steps:
+                with self.gate.slot("/ui"):  # the in-flight limit every door shares: busy is a message, not a queue
+                    result = remove_background(data, filename, step, settings=self.settings, cache=self.cache, bg_image=bg_image)
+                reused = result.prediction_reused if reused is None else reused
+                folder = job_dir()
+                name = codecs.output_name(filename, result.extension, suffix="-nobg")
+                target = save(result.data, folder, name)
+                if shown is None:  # the first step's image stays on screen: the browser need not load a 12 MP file
+                    preview, preview_ext = preview_bytes(result)
+                    shown = (
+                        target
+                        if preview is result.data
+                        else save(preview, folder / "preview", f"{PurePath(name).stem}.{preview_ext}")
+                    )
+                if step is not options:
+                    yield SingleView(status=PREPARING, result=(photo, str(shown)))
             what = describe_output(result, options, bg_image is not None)
         except Exception as exc:  # every failure is a message and a hint on the page, never a toast
-            return SingleView.failed(exc, on_arrival)
+            yield SingleView.failed(exc, on_arrival)
+            return
         fmt = FORMAT_NAMES.get(result.format, result.format.upper())
-        return SingleView(
-            status=status_line(result, what),
+        yield SingleView(
+            status=status_line(result, what, bool(reused)),
             result=(photo, str(shown)),
             download=str(target),
             download_label=f"Download {fmt}",

@@ -22,9 +22,9 @@ from bgremove.core.sessions import LoadedModel, SessionCache
 from bgremove.core.store import list_models
 from bgremove.web.ui import option_panel
 from bgremove.web.ui_controls import ControlSet
-from bgremove.web.ui_handlers import UNEXPECTED, SingleView, UiHandlers
+from bgremove.web.ui_handlers import PREPARING, UNEXPECTED, SingleView, UiHandlers
 from bgremove.web.ui_models import availability, engine_label, footer, model_choices, model_details, model_info
-from tests.ui.conftest import NOT_AN_IMAGE, ui_settings, upload_payload, write_photo
+from tests.ui.conftest import NOT_AN_IMAGE, product_photo, ui_settings, upload_payload, write_photo
 
 
 def controls_for(cache: SessionCache) -> ControlSet:
@@ -74,6 +74,26 @@ def test_an_option_change_recomposes_without_running_the_model_again(ui_cache: S
     assert "model did not run again" not in first.status
     assert "model did not run again" in again.status, again.status
     assert again.download is not None and Image.open(again.download).size < Image.open(str(first.download)).size
+
+
+def test_a_large_photo_shows_a_preview_first_then_offers_the_full_size_file(ui_cache: SessionCache, tmp_path: Path) -> None:
+    photo = write_photo(tmp_path / "large.png", product_photo((2000, 1600)))  # 3.2 MP
+    controls = controls_for(ui_cache)
+    runner = JobRunner(ui_cache.settings, ui_cache)
+    try:
+        handlers = UiHandlers(ui_cache.settings, ui_cache, runner)
+        steps = list(handlers.single_steps(controls, upload_payload(photo), widget_values(controls), on_arrival=True))
+        small = list(
+            handlers.single_steps(controls, upload_payload(write_photo(tmp_path / "small.png")), widget_values(controls))
+        )
+    finally:
+        runner.close()
+    preview, final = steps
+    assert preview.status == PREPARING and preview.download is None and preview.result is not None
+    assert Image.open(preview.result[1]).width * Image.open(preview.result[1]).height <= 1.5e6  # quick to make and show
+    assert final.status.startswith("Done in") and final.result == preview.result  # the preview stays on screen
+    assert final.download is not None and Image.open(final.download).size == (2000, 1600)  # the file is full size
+    assert len(small) == 1 and small[0].status.startswith("Done in")  # a small photo needs no preview step
 
 
 def test_jpg_on_a_picked_colour_is_described_and_downloaded_as_such(ui_cache: SessionCache, tmp_path: Path) -> None:
