@@ -49,7 +49,8 @@ def option_schema(name: str) -> dict[str, Any]:
     variants = [part for part in schema.pop("anyOf", []) if part.get("type") != "null"]
     if len(variants) == 1:
         schema.update(variants[0])
-    for key in ("title", "description", "label", "group", "hint", "example"):  # description: on the field itself
+    # description: on the field itself; the rest is for the doors (labels, refusal hints, the UI's own words)
+    for key in ("title", "description", "label", "group", "hint", "example", "ui_label", "ui_help", "ui_choices"):
         schema.pop(key, None)
     if example := field_extra(name).get("example"):
         schema["examples"] = [example]
