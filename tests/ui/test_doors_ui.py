@@ -274,3 +274,12 @@ def test_remove_batch_takes_the_options(client: Client, photo: str) -> None:
     with zipfile.ZipFile(zip_path) as archive:
         image = Image.open(io.BytesIO(archive.read("box.jpg")))
     assert image.format == "JPEG" and image.size == (item["width"], item["height"]) and image.width < 320  # cropped
+
+
+def test_the_uis_own_words_stay_out_of_the_rest_form_schema() -> None:
+    from bgremove.web.deps import option_schema
+
+    worded = [name for name in FIELDS if {"ui_label", "ui_help", "ui_choices"} & set(field_extra(name))]
+    assert worded  # the schema does carry UI wording...
+    for name in worded:
+        assert not {"ui_label", "ui_help", "ui_choices"} & set(option_schema(name)), name  # ...for the browser only
