@@ -4,7 +4,8 @@
     python scripts/screenshots.py --out /tmp/shots # somewhere else
 
 At a laptop's 1366x768 and a phone's 390x844: the landing screen, a result (assets/example-astronaut.jpg), the
-options opened, and a file that is not an image (`screenshot-<what>-<desktop|phone>.png`, the first screen only);
+options opened (the whole page), and a file that is not an image (`screenshot-<what>-<desktop|phone>.png`, the
+first screen only for the others);
 plus the README's full-page `screenshot-single.png` and `screenshot-batch.png` (a batch of every
 assets/example-*.jpg). Serves the app in this process (settings from the environment, so the default
 isnet-general-use model; it must be on disk: `python -m bgremove models pull`). The batch is a durable job in
@@ -120,9 +121,8 @@ def screens(page: Page, url: str, out: Path, screen: str) -> list[Path]:
     wait_result(page)
     page.screenshot(path=shots[1])
     page.locator("#single-advanced").click()
-    page.locator("#single-advanced").scroll_into_view_if_needed()
     page.wait_for_timeout(500)
-    page.screenshot(path=shots[2])
+    page.screenshot(path=shots[2], full_page=True)  # every option, down to the last
     page.goto(url + "/")
     page.locator("#single-photo input[type=file]").set_input_files(
         {"name": "notes.png", "mimeType": "image/png", "buffer": NOT_AN_IMAGE}

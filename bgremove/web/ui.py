@@ -83,6 +83,10 @@ CSS = f"""
 /* A photo that cannot be used is explained where it was dropped. */
 #single-photo-problem {{ border: 2px solid #d33; border-radius: 8px; padding: 12px 16px; background: #fff4f4; }}
 #single-download {{ font-size: 1.05em; }}
+/* A box option (margins, region) reads like the other controls' labels, not like a grey panel. */
+.box-option .box-label {{ background: var(--block-background-fill); padding: 8px 12px 0; }}
+.box-option .box-label p {{ font-size: var(--block-info-text-size); color: var(--block-info-text-color); }}
+.box-option .box-label strong {{ color: var(--block-label-text-color); }}
 /* The picked colour is visible even when it is white on a white card. */
 .bg-picker input[type=color], .bg-picker button {{ border: 1px solid #888 !important; }}
 .swatch {{ border: 1px solid #888 !important; min-height: 32px; }}
