@@ -206,7 +206,9 @@ def build_ui(
                             elem_id="single-photo",
                         )
                         if EXAMPLES:
-                            gr.Examples(EXAMPLES, inputs=[photo], label="No photo at hand? Try one of these")
+                            gr.Examples(
+                                EXAMPLES, inputs=[photo], label="No photo at hand? Try one of these", elem_id="single-examples"
+                            )
                     with gr.Column(min_width=320):
                         status = gr.Markdown("", elem_id="single-status")
                         result = gr.ImageSlider(
@@ -226,7 +228,9 @@ def build_ui(
                             ),
                         )
                         download = placed[0]
-                        # Touch-up (keep / remove strokes) belongs here, between the choices and the details.
+                        # The place for touch-up (keep / remove brushes, once keep_mask / remove_mask are options):
+                        # an accordion here, between the download and the details, whose strokes go into
+                        # handlers.single_steps as two more images; the prediction cache makes them a re-compose.
                         with gr.Accordion("Details", open=False, elem_id="single-details"):
                             details = gr.Markdown(model_details(None, settings, cache), elem_id="single-model-details")
                             metadata = gr.JSON(label="About this result", elem_id="single-metadata")

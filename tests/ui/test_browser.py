@@ -246,6 +246,13 @@ def test_more_options_reach_margin_mask_and_position(desktop: Page, files: Path,
     assert_no_error_shown(page)
 
 
+def test_an_example_photo_is_cut_out_when_clicked(desktop: Page, tmp_path: Path) -> None:
+    desktop.locator("#single-examples img").first.click()
+    expect(wait_result(desktop)).to_contain_text("transparent PNG")
+    image = downloaded(desktop, tmp_path / "example.png")
+    assert image.mode == "RGBA" and image.size[0] > 100
+
+
 @pytest.mark.parametrize("name", ["notes.png", "empty.jpg", "half.jpg"])
 def test_a_bad_file_is_explained_where_it_was_dropped(page: Page, files: Path, live_ui: LiveUi, name: str) -> None:
     data = (files / name).read_bytes()
