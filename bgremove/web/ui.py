@@ -228,9 +228,9 @@ def build_ui(
                             ),
                         )
                         download = placed[0]
-                        # The place for touch-up (keep / remove brushes, once keep_mask / remove_mask are options):
-                        # an accordion here, between the download and the details, whose strokes go into
-                        # handlers.single_steps as two more images; the prediction cache makes them a re-compose.
+                        # The place for touch-up (Keep / Remove brushes): an accordion here, between the download
+                        # and the details, whose strokes go into handlers.single_steps as the keep_mask / remove_mask
+                        # images of IMAGE_INPUTS; the prediction cache makes them a re-compose.
                         with gr.Accordion("Details", open=False, elem_id="single-details"):
                             details = gr.Markdown(model_details(None, settings, cache), elem_id="single-model-details")
                             metadata = gr.JSON(label="About this result", elem_id="single-metadata")
