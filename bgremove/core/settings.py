@@ -75,7 +75,11 @@ class Settings(BaseSettings):
     inference_engine: Literal["auto", "onnxruntime", "openvino"] = setting(
         "auto", "INFERENCE_ENGINE", "one of auto, onnxruntime, openvino"
     )
-    openvino_precision: Literal["auto", "bf16", "f32"] = setting("auto", "OPENVINO_PRECISION", "one of auto, bf16, f32")
+    # OPENVINO_PRECISION, its older name, still works (it never took int8).
+    inference_precision: Literal["auto", "int8", "bf16", "f32"] = setting(
+        "auto", ("INFERENCE_PRECISION", "OPENVINO_PRECISION"), "one of auto, int8, bf16, f32"
+    )
+    int8_build_on_load: bool = setting(True, "INT8_BUILD_ON_LOAD", "1, true, yes, on, 0, false, no or off")
     png_compress_level: int = setting(1, "PNG_COMPRESS_LEVEL", "a whole number 0-9", ge=0, le=9)
     max_queue_size: int = setting(32, "MAX_QUEUE_SIZE", "a whole number >= 1", ge=1)
     result_ttl_seconds: int = setting(600, "RESULT_TTL_SECONDS", "a whole number of seconds >= 1", ge=1)
@@ -109,7 +113,7 @@ class Settings(BaseSettings):
             return (init_settings,)
         return init_settings, env_settings, dotenv_settings, file_secret_settings
 
-    @field_validator("log_level", "inference_engine", "openvino_precision", "log_format", "job_executor", mode="before")
+    @field_validator("log_level", "inference_engine", "inference_precision", "log_format", "job_executor", mode="before")
     @classmethod
     def _lowercase(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value

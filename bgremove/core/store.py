@@ -142,6 +142,25 @@ def provenance(name: str, settings: Settings) -> Provenance | None:
     return found
 
 
+_sha_cache: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a model file: its provenance sidecar's while that is current, else hashed (once a process)."""
+    stat = path.stat()
+    found = _read_sidecar(path, stat)
+    if found is not None:
+        return found.sha256
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    with _provenance_lock:
+        cached = _sha_cache.get(key)
+    if cached is None:
+        cached = _digests(path, "sha256")["sha256"]
+        with _provenance_lock:
+            _sha_cache[key] = cached
+    return cached
+
+
 def _read_sidecar(path: Path, stat: os.stat_result) -> Provenance | None:
     note = sidecar(path)
     try:
