@@ -21,12 +21,9 @@ from bgremove.core.store import file_sha256
 from tests.conftest import build_slow_model, square_photo
 
 
-@pytest.fixture(scope="module")
-def conv_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small u2net-shaped conv net with its int8 build done once (4 calibration photos, 2 validation images)."""
-    path = build_slow_model(tmp_path_factory.mktemp("int8") / "conv-u2net.onnx", convs=3, channels=16)
-    int8.build(path, U2net, file_sha256(path), calibration=4, validation=2)
-    return path
+@pytest.fixture()
+def conv_model(int8_model: Path) -> Path:
+    return int8_model
 
 
 def copy_of(model: Path, folder: Path) -> Path:
