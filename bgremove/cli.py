@@ -290,7 +290,7 @@ def _models_pull(args: argparse.Namespace, settings: Settings) -> int:
     for name, outcome in pull_many(args.names or [settings.model_name], settings, force=args.force):
         if isinstance(outcome, Path):
             print(f"{name}: {outcome}")
-            print(f"{name}: " + build_for_pull(name, outcome, settings, force=args.force, progress=_progress))
+            _progress(f"{name}: " + build_for_pull(name, outcome, settings, force=args.force, progress=_progress))
         else:
             failed += 1
             print(f"error: {name}: {outcome}", file=sys.stderr)
@@ -394,16 +394,16 @@ def _remove_locally(args: argparse.Namespace, options: RemovalOptions, settings:
                 assert sink is not None
                 sink.add(result)
             bar.update(1)
+    engine, precision = cache.active_engine() or (loaded.engine, loaded.precision)
+    ran = {"engine": engine, "precision": precision}  # what really ran, in --json and manifest.json
     if stdout is not None:
         stdout.close()
         from bgremove.batch.engine import build_manifest
 
-        manifest = build_manifest(results, model)
+        manifest = build_manifest(results, model, **ran)
     else:
         assert sink is not None
-        manifest = sink.close(model)
-    ran = cache.active_engine() or (loaded.engine, loaded.precision)
-    manifest = {**manifest, "engine": ran[0], "precision": ran[1]}  # --json says what really ran
+        manifest = sink.close(model, **ran)
     return report(manifest, args.json, "stdout" if stdout else str(args.output), skipped=[str(p) for p in skipped])
 
 

@@ -111,7 +111,7 @@ def cli_runs(photos_dir: Path, work: Path, rounds: int, precisions: list[str], r
             out = work / f"ours-{precision}-{index}"
             wall, _ = timed_process(
                 [sys.executable, "-m", "bgremove", "remove", str(photos_dir), "-o", str(out)],
-                {"INFERENCE_PRECISION": precision, "INT8_BUILD_ON_LOAD": "false"},
+                {"INFERENCE_PRECISION": precision, "QUANTIZE_ON_LOAD": "false"},
             )
             walls[f"ours {precision}"].append(wall)
             log(f"ours {precision}: {wall:.2f} s")
@@ -132,7 +132,7 @@ def batch_memory(work: Path, count: int, precisions: list[str]) -> dict[str, tup
     for precision in precisions:
         found[precision] = timed_process(
             [sys.executable, "-m", "bgremove", "remove", str(folder), "-o", str(work / f"many-{precision}")],
-            {"INFERENCE_PRECISION": precision, "INT8_BUILD_ON_LOAD": "false"},
+            {"INFERENCE_PRECISION": precision, "QUANTIZE_ON_LOAD": "false"},
         )
         log(f"{count}-photo batch at {precision}: {found[precision][0]:.1f} s, peak RSS {found[precision][1]:.0f} MiB")
     return found

@@ -213,11 +213,13 @@ def run_batch(
                 yield future.result()
 
 
-def build_manifest(results: Iterable[ItemResult], model: str) -> dict[str, Any]:
-    """manifest.json, the same from every door: {model, count, completed, failed, items[...]} in input order."""
+def build_manifest(results: Iterable[ItemResult], model: str, **run: str) -> dict[str, Any]:
+    """manifest.json, the same from every door: {model, count, completed, failed, items[...]} in input order;
+    `run` adds what ran (the CLI's engine and precision)."""
     items = sorted(results, key=lambda r: r.index)
     return {
         "model": model,
+        **run,
         "count": len(items),
         "completed": sum(r.status == "completed" for r in items),
         "failed": sum(r.status == "failed" for r in items),

@@ -15,7 +15,7 @@ from bgremove.batch.engine import MANIFEST_NAME, ItemResult, build_manifest
 class Sink(Protocol):
     def add(self, item: ItemResult) -> None: ...
 
-    def close(self, model: str) -> dict[str, Any]: ...
+    def close(self, model: str, **run: str) -> dict[str, Any]: ...
 
 
 class ZipSink:
@@ -31,8 +31,8 @@ class ZipSink:
         item.release()
         self.items.append(item)
 
-    def close(self, model: str) -> dict[str, Any]:
-        manifest = build_manifest(self.items, model)
+    def close(self, model: str, **run: str) -> dict[str, Any]:
+        manifest = build_manifest(self.items, model, **run)
         self.archive.writestr(MANIFEST_NAME, json.dumps(manifest, indent=2))
         self.archive.close()
         return manifest
@@ -52,8 +52,8 @@ class FolderSink:
         item.release()
         self.items.append(item)
 
-    def close(self, model: str) -> dict[str, Any]:
-        manifest = build_manifest(self.items, model)
+    def close(self, model: str, **run: str) -> dict[str, Any]:
+        manifest = build_manifest(self.items, model, **run)
         write_atomically(self.root / MANIFEST_NAME, json.dumps(manifest, indent=2).encode())
         return manifest
 
@@ -67,8 +67,8 @@ class MemorySink:
     def add(self, item: ItemResult) -> None:
         self.items.append(item)
 
-    def close(self, model: str) -> dict[str, Any]:
-        return build_manifest(self.items, model)
+    def close(self, model: str, **run: str) -> dict[str, Any]:
+        return build_manifest(self.items, model, **run)
 
 
 def write_atomically(target: Path, data: bytes) -> None:

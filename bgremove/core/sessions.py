@@ -175,7 +175,7 @@ class SessionCache:
     def _int8_model(self, key: str, path: Path, family: type[ModelFamily], base: EngineChoice) -> Path | None:
         """The int8 build to run for this model, or None (then `base` runs, and the status says why).
 
-        A model without a build gets one started in the background (INT8_BUILD_ON_LOAD) and runs `base`
+        A model without a build gets one started in the background (QUANTIZE_ON_LOAD) and runs `base`
         meanwhile; `_swap_in` replaces it when the build is done.
         """
         wanted = self.settings.inference_precision
@@ -183,7 +183,7 @@ class SessionCache:
         if found.state == "run":
             self._int8_note(key, "ready: " + found.note, warn=False, base=base)
             return found.xml
-        building = found.state == "missing" and self.settings.int8_build_on_load
+        building = found.state == "missing" and self.settings.quantize_on_load
         if building and (int8.is_building(path) or int8.build_in_background(path, family, lambda: self._swap_in(key))):
             return self._int8_note(key, "building in the background", warn=False, base=base)
         return self._int8_note(key, found.note, warn=found.state == "failed" or wanted == "int8", base=base)

@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     inference_precision: Literal["auto", "int8", "bf16", "f32"] = setting(
         "auto", ("INFERENCE_PRECISION", "OPENVINO_PRECISION"), "one of auto, int8, bf16, f32"
     )
-    int8_build_on_load: bool = setting(True, "INT8_BUILD_ON_LOAD", "1, true, yes, on, 0, false, no or off")
+    quantize_on_load: bool = setting(True, "QUANTIZE_ON_LOAD", "1, true, yes, on, 0, false, no or off")
     png_compress_level: int = setting(1, "PNG_COMPRESS_LEVEL", "a whole number 0-9", ge=0, le=9)
     max_queue_size: int = setting(32, "MAX_QUEUE_SIZE", "a whole number >= 1", ge=1)
     result_ttl_seconds: int = setting(600, "RESULT_TTL_SECONDS", "a whole number of seconds >= 1", ge=1)
