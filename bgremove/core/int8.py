@@ -319,11 +319,19 @@ def _build_into(
     del tensors
     ov.save_model(quantized, str(folder / "model.xml"), compress_to_fp16=False)
     progress(f"checking int8 against f32 on {validation} validation images (the accuracy gate)")
-    verdict = check_gate(model_path, folder / "model.xml", family, sha256, gate, validation)
+    verdict = check_gate(model_path, folder / "model.xml", family, sha256, gate, validation, progress)
     return Verdict(**{**asdict(verdict), "calibration_photos": calibration})
 
 
-def check_gate(model_path: Path, int8_xml: Path, family: type[ModelFamily], sha256: str, gate: Gate, count: int) -> Verdict:
+def check_gate(
+    model_path: Path,
+    int8_xml: Path,
+    family: type[ModelFamily],
+    sha256: str,
+    gate: Gate,
+    count: int,
+    progress: Progress = log.info,
+) -> Verdict:
     """Run f32 (onnxruntime, our f32 path), int8 and, where the CPU has it, bf16 on the validation set,
     interleaved image by image so load on a shared machine hits all alike; compare with f32 and the truth."""
     from bgremove.core.calibration import validation_set
@@ -344,6 +352,7 @@ def check_gate(model_path: Path, int8_xml: Path, family: type[ModelFamily], sha2
             started = time.perf_counter()
             masks[name] = min_max(family.raw(session.run(tensor)))
             times[name].append(time.perf_counter() - started)
+        progress(f"gate: image {index + 1}/{len(items)}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()))
         truth = _resized(alpha, masks["f32"].shape) > 0.5
         diffs.append(float(np.abs(masks["int8"] - masks["f32"]).mean()))
         iou_f32.append(_iou(masks["f32"] > 0.5, truth))
