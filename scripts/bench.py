@@ -211,7 +211,8 @@ def main() -> int:
     if args.precisions:
         from scripts import bench_precision
 
-        return bench_precision.main(([] if not args.quick else ["--rounds", "1", "--quality", "4", "--batch", "0"]) + rest)
+        quick = ["--rounds", "1", "--quality", "4", "--batch", "0"] if args.quick else ["--rounds", str(args.rounds)]
+        return bench_precision.main(quick + rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.quick:

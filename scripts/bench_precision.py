@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of forward passes and CLI runs")
     parser.add_argument("--quality", type=int, default=8, help="images of the quality set to score (0: skip)")
     parser.add_argument("--batch", type=int, default=100, help="photos in the peak-memory batch (0: skip)")
+    parser.add_argument("--photos", type=int, default=8, help="photos for the forward passes and CLI runs (at most 8)")
     args = parser.parse_args(argv)
     from bgremove.core.engines import cpu_flags
 
@@ -156,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     flags = cpu_flags()
     work = Path(tempfile.mkdtemp(prefix="bgremove-precision-"))
     photos = make_photos(work / "photos", None)
+    for extra in photos[args.photos :]:
+        extra.unlink()
+    photos = photos[: args.photos]
     rembg_path = shutil.which("rembg")
     rembg = Path(rembg_path) if rembg_path else ensure_rembg_venv()
     engines = sessions()
