@@ -9,6 +9,7 @@ OpenVINO compiles away the unused side outputs (isnet at 1024x1024 on 2 cores: 0
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 from dataclasses import dataclass
@@ -52,8 +53,9 @@ class InferenceSession(Protocol):
     def run(self, tensor: NDArray[np.float32]) -> NDArray[np.float32]: ...
 
 
+@functools.cache
 def cpu_has_bf16() -> bool:
-    """OpenVINO's own report of the CPU's bf16 support (AVX-512 BF16 or AMX)."""
+    """OpenVINO's own report of the CPU's bf16 support (AVX-512 BF16 or AMX); asked once (a Core costs ~0.2 s)."""
     try:
         import openvino as ov
 
