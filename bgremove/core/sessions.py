@@ -157,11 +157,15 @@ class SessionCache:
             path = store.pull(key, self.settings)
             family = CATALOG[key].family
         choice = self.engine
+        inner = None
         int8_path = self._int8_model(key, path, family, choice)
         if int8_path is not None:
-            path, choice = int8_path, INT8
+            try:
+                inner, choice = build_session(int8_path, INT8, self.settings.session_path / "openvino-cache"), INT8
+            except Exception as exc:  # a damaged build must not take the model down: its float weights still work
+                self._int8_note(key, f"the int8 build could not be loaded ({store.short_reason(exc)})", warn=True, base=choice)
         try:
-            inner = build_session(path, choice, self.settings.session_path / "openvino-cache")
+            inner = inner or build_session(path, choice, self.settings.session_path / "openvino-cache")
         except Exception as exc:  # onnxruntime and OpenVINO raise their own error types from C++
             raise self._load_error(key, exc) from exc
         if CUDA in choice.providers and inner.provider != CUDA and not self._warned_fallback:

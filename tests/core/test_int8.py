@@ -122,3 +122,13 @@ def test_first_load_serves_float_at_once_and_swaps_in_int8_when_built(tmp_path: 
         time.sleep(0.5)
     assert cache.active_engine() == ("openvino", "int8"), (model.parent / f"{model.name}.int8" / int8.BUILD_LOG).read_text()
     assert cache.get().provider == "OpenVINO CPU int8" and cache.int8_status().startswith("ready: passed")
+
+
+def test_a_damaged_build_falls_back_to_float(conv_model: Path, tmp_path: Path, make_settings) -> None:
+    model = copy_of(conv_model, tmp_path / "damaged")
+    shutil.copytree(int8.int8_home(conv_model), int8.int8_home(model))  # same weights, same build
+    (int8.artifact_dir(model, file_sha256(model)) / "model.bin").write_bytes(b"cut short")
+    cache = SessionCache(make_settings(REMBG_MODEL_NAME=str(model), INFERENCE_PRECISION="int8"))
+    loaded = cache.get()
+    assert loaded.precision != "int8" and loaded.predict(square_photo()).masks[0].shape == (320, 320)
+    assert "the int8 build could not be loaded" in (cache.int8_status() or "")
