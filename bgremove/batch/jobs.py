@@ -48,6 +48,7 @@ from bgremove.batch.engine import (
     output_names,
     process_item,
 )
+from bgremove.batch.prefetch import run_in_order
 from bgremove.core import store as model_store
 from bgremove.core.errors import BgRemoveError, ConfigError, StorageFull
 from bgremove.core.options import RemovalOptions
@@ -960,21 +961,22 @@ class JobRunner:
             pending = self.store.pending_items(job.id)
             if self.settings.job_executor == "ray":
                 self._run_on_ray(job, options, pending, bg_image)
-            else:
-                for item in pending:
-                    if not self._should_continue(job.id):
-                        break
-                    source = BatchInput(item.filename, path=self.store.input_path(job.id, item.index))
-                    result = process_item(
+            else:  # the next file is read and the last result written while this one runs (batch.prefetch)
+                run_in_order(
+                    [BatchInput(item.filename, path=self.store.input_path(job.id, item.index)) for item in pending],
+                    BatchInput.in_memory,
+                    lambda number, source: process_item(
                         source,
                         options,
                         settings=self.settings,
                         cache=self.job_cache,  # type: ignore[arg-type]
-                        index=item.index,
-                        output=item.planned,
+                        index=pending[number].index,
+                        output=pending[number].planned,
                         bg_image=bg_image,
-                    )
-                    self._commit(job.id, result)
+                    ),
+                    lambda result: self._commit(job.id, result),
+                    lambda: self._should_continue(job.id),
+                )
         except BgRemoveError as exc:
             log.warning("Job %s stopped: %s", job.id, exc)
             self.store.finish(job.id, error=exc)

@@ -58,3 +58,30 @@ class ReadAhead(Generic[Item]):
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
         self.close()
+
+
+Result = TypeVar("Result")
+
+
+def run_in_order(
+    inputs: Sequence[Item],
+    load: Callable[[Item], Item],
+    work: Callable[[int, Item], Result],
+    commit: Callable[[Result], None],
+    keep_going: Callable[[], bool],
+) -> None:
+    """`work` on each input in order on this thread, each input loaded ahead (ReadAhead) and each result
+    committed on a writer thread, in order, while the next input runs: one item in the model at a time, so a
+    cancel (`keep_going`, checked before each item) still stops within one item, and nothing waits on the disk.
+    Returns once every started item is committed (a commit's error is raised here)."""
+    with ReadAhead(inputs, load) as ahead, ThreadPoolExecutor(max_workers=1, thread_name_prefix="bgremove-write") as writer:
+        previous: Future[None] | None = None
+        for index in range(len(inputs)):
+            if not keep_going():
+                break
+            result = work(index, ahead.take(index))
+            if previous is not None:
+                previous.result()  # durable order: item n is committed before item n + 1
+            previous = writer.submit(commit, result)
+        if previous is not None:
+            previous.result()

@@ -39,3 +39,34 @@ def test_a_batch_with_an_unreadable_file_reports_it_and_finishes_the_rest(tmp_pa
     results = sorted(run_batch(inputs, parse_options({}), settings=settings, cache=SessionCache(settings)), key=lambda r: r.index)
     assert [r.status for r in results] == ["completed", "completed", "completed", "failed", "completed"]
     assert "p3.png could not be read" in (results[3].error or "")
+
+
+def test_run_in_order_writes_the_last_result_while_the_next_item_runs() -> None:
+    import threading
+
+    from bgremove.batch.prefetch import run_in_order
+
+    started = [threading.Event() for _ in range(4)]
+    overlapped: list[bool] = []
+    committed: list[int] = []
+
+    def work(index: int, item: int) -> int:
+        started[index].set()
+        return item * 10
+
+    def commit(result: int) -> None:
+        index = result // 10
+        if index + 1 < len(started):  # the next item's work starts while this one is being written
+            overlapped.append(started[index + 1].wait(10))
+        committed.append(result)
+
+    run_in_order([0, 1, 2, 3], lambda item: item, work, commit, keep_going=lambda: True)
+    assert committed == [0, 10, 20, 30] and overlapped == [True, True, True]
+
+
+def test_run_in_order_stops_between_items_and_commits_what_ran() -> None:
+    from bgremove.batch.prefetch import run_in_order
+
+    committed: list[int] = []
+    run_in_order(list(range(6)), lambda item: item, lambda index, item: item, committed.append, lambda: len(committed) < 2)
+    assert committed[:2] == [0, 1] and len(committed) <= 3  # one item may have started before the second commit
