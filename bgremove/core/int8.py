@@ -148,10 +148,13 @@ def is_building(model_path: Path) -> bool:
     lock = int8_home(model_path) / ".lock"
     if not lock.exists():
         return False
-    with lock.open("a") as handle:
-        if _try_lock(handle):
-            _unlock(handle)
-            return False
+    try:
+        with lock.open("a") as handle:
+            if _try_lock(handle):
+                _unlock(handle)
+                return False
+    except OSError:  # a read-only model folder: nobody can be building there
+        return False
     return True
 
 
