@@ -6,8 +6,8 @@
 1. the CPU's flags (AVX2, AVX-512 VNNI, AVX-VNNI, AVX-512 BF16, AMX) and what OpenVINO reports;
 2. one forward pass of isnet-general-use per precision: f32 on onnxruntime (rembg's engine and our f32 path),
    f32 and bf16 (where the CPU has it) on OpenVINO, and our int8 build; photo by photo, engines interleaved;
-3. our CLI at its defaults and at each precision against `rembg p`, same photos, same model file, interleaved
-   rounds (whole processes, wall time);
+3. our CLI at its defaults, at each precision and at int8 with OpenVINO held to AVX2 (ONEDNN_MAX_CPU_ISA: what
+   a CPU without VNNI or bf16 gets) against `rembg p`, same photos, same model file, interleaved rounds;
 4. quality of each precision on the project's own set (scripts/make_quality_set.py, known alpha): alpha MAE
    (x1000), IoU at alpha > 0.5, composite error in the edge band, and the mean alpha difference to f32;
 5. peak RSS of our CLI over a batch of small photos (--batch N), at the defaults and at today's float precision.
@@ -102,19 +102,30 @@ def quality(engines: dict[str, Any], limit: int) -> dict[str, dict[str, float]]:
     return {name: {key: statistics.fmean(r[key] for r in scores) for key in scores[0]} for name, scores in rows.items()}
 
 
-def cli_runs(photos_dir: Path, work: Path, rounds: int, precisions: list[str], rembg: Path) -> dict[str, float]:
-    """Wall seconds (median) of whole CLI processes: ours per INFERENCE_PRECISION (auto = defaults), rembg p."""
-    walls: dict[str, list[float]] = {f"ours {p}": [] for p in precisions}
+AVX2_ONLY = {"ONEDNN_MAX_CPU_ISA": "AVX2"}  # OpenVINO's oneDNN kernels as on a CPU without AVX-512, VNNI or bf16
+
+
+def cli_variants(has_bf16: bool) -> dict[str, dict[str, str]]:
+    """Our CLI runs: the defaults, each precision, and int8 with OpenVINO held to AVX2 (a CPU like Zen 3:
+    no VNNI, no bf16; onnxruntime cannot be held back the same way, so rembg keeps its AVX-512 here)."""
+    variants = {"ours defaults (auto)": {}, "ours f32": {"INFERENCE_PRECISION": "f32"}}
+    if has_bf16:
+        variants["ours bf16"] = {"INFERENCE_PRECISION": "bf16"}
+    variants["ours int8, AVX2 only"] = {"INFERENCE_PRECISION": "int8", **AVX2_ONLY}
+    return variants
+
+
+def cli_runs(photos_dir: Path, work: Path, rounds: int, variants: dict[str, dict[str, str]], rembg: Path) -> dict[str, float]:
+    """Wall seconds (median) of whole CLI processes, ours per variant and `rembg p`, interleaved."""
+    walls: dict[str, list[float]] = {name: [] for name in variants}
     walls["rembg p"] = []
     for index in range(rounds):
-        for precision in precisions:
-            out = work / f"ours-{precision}-{index}"
-            wall, _ = timed_process(
-                [sys.executable, "-m", "bgremove", "remove", str(photos_dir), "-o", str(out)],
-                {"INFERENCE_PRECISION": precision, "QUANTIZE_ON_LOAD": "false"},
-            )
-            walls[f"ours {precision}"].append(wall)
-            log(f"ours {precision}: {wall:.2f} s")
+        for number, (name, env) in enumerate(variants.items()):
+            out = work / f"ours-{number}-{index}"
+            command = [sys.executable, "-m", "bgremove", "remove", str(photos_dir), "-o", str(out)]
+            wall, _ = timed_process(command, {"QUANTIZE_ON_LOAD": "false", **env})
+            walls[name].append(wall)
+            log(f"{name}: {wall:.2f} s")
         wall, _ = timed_process([str(rembg), "p", "-m", MODEL, str(photos_dir), str(work / f"rembg-{index}")])
         walls["rembg p"].append(wall)
         log(f"rembg p: {wall:.2f} s")
@@ -136,12 +147,6 @@ def batch_memory(work: Path, count: int, precisions: list[str]) -> dict[str, tup
         )
         log(f"{count}-photo batch at {precision}: {found[precision][0]:.1f} s, peak RSS {found[precision][1]:.0f} MiB")
     return found
-
-
-def cli_precision(args: argparse.Namespace) -> list[str]:
-    from bgremove.core.engines import cpu_has_bf16
-
-    return ["auto", "f32", *(["bf16"] if cpu_has_bf16() else [])]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,10 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     forward = forward_times(engines, photos, args.rounds)
     scores = quality(engines, args.quality) if args.quality else {}
     del engines  # the CLI runs below get the cores and the memory
-    precisions = cli_precision(args)
+    from bgremove.core.engines import cpu_has_bf16
+
     log("CLI runs")
-    walls = cli_runs(work / "photos", work, args.rounds, precisions, rembg)
-    memory = batch_memory(work, args.batch, ["auto", precisions[-1]]) if args.batch else {}
+    walls = cli_runs(work / "photos", work, args.rounds, cli_variants(cpu_has_bf16()), rembg)
+    memory = batch_memory(work, args.batch, ["auto", "bf16" if cpu_has_bf16() else "f32"]) if args.batch else {}
 
     cpu = " ".join(name for name, present in flags.items() if present) or "none of them"
     print(f"\nCPU: {os.cpu_count()} logical CPUs; flags present: {cpu}; load average {os.getloadavg()[0]:.1f}\n")
