@@ -5,6 +5,10 @@ item decodes or encodes while another's forward pass runs; what was left on the 
 the file itself, which on a network disk or a cold cache can take as long as the pass. One reader thread
 loads the bytes of the next `depth` items, so a worker starts decoding the moment it is free. Memory stays
 bounded: at most `depth` items are held read but not yet taken, whatever the size of the folder.
+
+Jobs run one item at a time (so a cancel stops within one item); `run_in_order` gives them the same read-ahead
+and writes each result durably on a writer thread while the next item runs. Ray Data streams rows between
+its own read, map and write operators, so Ray needs nothing from here.
 """
 
 from __future__ import annotations
