@@ -7,8 +7,8 @@ loads the bytes of the next `depth` items, so a worker starts decoding the momen
 bounded: at most `depth` items are held read but not yet taken, whatever the size of the folder.
 
 Jobs run one item at a time (so a cancel stops within one item); `run_in_order` gives them the same read-ahead
-and writes each result durably on a writer thread while the next item runs. Ray Data streams rows between
-its own read, map and write operators, so Ray needs nothing from here.
+and writes each result durably on a writer thread while the next item runs. (Ray's actors still read,
+run and write each row in turn: overlapping them there is left to Ray Data's own scheduling.)
 """
 
 from __future__ import annotations
