@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -231,18 +232,26 @@ def _configure_logging(settings: Settings, verbose: int) -> None:
 
 
 def _models_list(args: argparse.Namespace, settings: Settings) -> int:
+    from bgremove.core.int8 import describe
     from bgremove.core.store import list_models
 
     entries = list_models(settings)
+    runs = {e.name: describe(e.name, settings) for e in entries}  # engine, precision, int8 status
     if args.json:
-        print(json.dumps([entry.to_dict() for entry in entries], indent=2))
+        print(json.dumps([{**entry.to_dict(), **runs[entry.name]} for entry in entries], indent=2))
         return 0
-    print(f"{'model':24} {'on disk':8} {'size':>7} {'input':>6}  {'licence':13} {'source':44} good for")
+    print(f"{'model':24} {'on disk':8} {'size':>7} {'input':>6}  {'runs on':15} {'licence':13} {'source':44} good for")
     for e in entries:
         star = "*" if e.is_default else " "
         disk = "yes" if e.on_disk else ("failed" if e.download_failed else "no")
         source = e.source if len(e.source) <= 44 else e.source[:41] + "..."
-        print(f"{e.name + star:24} {disk:8} {e.size_mb:>4} MB {e.input_size:>6}  {e.license:13} {source:44} {e.good_for}")
+        engine = f"{runs[e.name]['engine']} {runs[e.name]['precision']}"
+        print(
+            f"{e.name + star:24} {disk:8} {e.size_mb:>4} MB {e.input_size:>6}  {engine:15} {e.license:13} {source:44} {e.good_for}"
+        )
+    for e in entries:
+        if e.on_disk:
+            print(f"{e.name}: int8 {runs[e.name]['int8']}")
     print(
         f"\n* default (REMBG_MODEL_NAME). Models live in {settings.session_path}/models; licence and source are "
         "those of the file on disk (sha256 in --json), else of the default download."
@@ -251,16 +260,22 @@ def _models_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _models_pull(args: argparse.Namespace, settings: Settings) -> int:
+    from bgremove.core.int8 import build_for_pull
     from bgremove.core.store import pull_many
 
     failed = 0
     for name, outcome in pull_many(args.names or [settings.model_name], settings, force=args.force):
         if isinstance(outcome, Path):
             print(f"{name}: {outcome}")
+            _progress(f"{name}: " + build_for_pull(name, outcome, settings, force=args.force, progress=_progress))
         else:
             failed += 1
             print(f"error: {name}: {outcome}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def _check_stdio(args: argparse.Namespace) -> str | None:
@@ -344,7 +359,8 @@ def _remove_locally(
             f"but there are {len(inputs)} images: give one INPUT image"
         )
     cache = SessionCache(settings)
-    model = cache.get(options.model).name  # load once, before the workers start; fails fast if unavailable
+    loaded = cache.get(options.model)  # load once, before the workers start; fails fast if unavailable
+    model = loaded.name
     stdout = _claim_stdout() if args.output == STDIO else None
     sink = None if stdout else FolderSink(args.output)
     results: list[ItemResult] = []
@@ -359,14 +375,16 @@ def _remove_locally(
                 assert sink is not None
                 sink.add(result)
             bar.update(1)
+    engine, precision = cache.active_engine() or (loaded.engine, loaded.precision)
+    ran = {"engine": engine, "precision": precision}  # what really ran, in --json and manifest.json
     if stdout is not None:
         stdout.close()
         from bgremove.batch.engine import build_manifest
 
-        manifest = build_manifest(results, model)
+        manifest = build_manifest(results, model, **ran)
     else:
         assert sink is not None
-        manifest = sink.close(model)
+        manifest = sink.close(model, **ran)
     return report(manifest, args.json, "stdout" if stdout else str(args.output), skipped=[str(p) for p in skipped])
 
 

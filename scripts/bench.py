@@ -3,6 +3,9 @@
     python scripts/bench.py                 # everything (about 25 minutes on 2 busy cores)
     python scripts/bench.py --quick         # fewer rounds and requests (about 8 minutes on 2 busy cores)
     python scripts/bench.py --stages-only   # only 7. below (about 5 minutes; --quick: about 3)
+    python scripts/bench.py --precisions    # CPU flags, forward pass per precision (f32, bf16, int8), CLI per
+                                            # precision vs `rembg p`, quality per precision, batch peak memory
+                                            # (scripts/bench_precision.py; about 10 minutes)
 
 Measures, on the same 8 real photos (scikit-image) and the same model (isnet-general-use):
   1. the floor: model load + bare forward passes, for each engine we ship (onnxruntime, OpenVINO);
@@ -203,7 +206,15 @@ def main() -> int:
     parser.add_argument("--cli-only", action="store_true", help="floors and CLI runs only (no servers, no rembg, no stages)")
     parser.add_argument("--stages-only", action="store_true", help="only the stage costs on a 12 MP photo (7. above)")
     parser.add_argument("--stage-rounds", type=int, default=5, help="interleaved rounds of the stage costs")
-    args = parser.parse_args()
+    parser.add_argument("--precisions", action="store_true", help="the precision report (scripts/bench_precision.py)")
+    args, rest = parser.parse_known_args()
+    if args.precisions:
+        from scripts import bench_precision
+
+        quick = ["--rounds", "1", "--quality", "4", "--batch", "0"] if args.quick else ["--rounds", str(args.rounds)]
+        return bench_precision.main(quick + rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.quick:
         args.rounds, args.samples, args.soak, args.stage_rounds = 2, 6, 16, 3
     if args.stages_only:

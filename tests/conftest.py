@@ -187,3 +187,15 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     live = start_server(tmp_path_factory.mktemp("real-server"), REMBG_SESSION_PATH=str(REAL_MODEL_HOME))
     yield live
     stop_server(live)
+
+
+@pytest.fixture(scope="session")
+def int8_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small u2net-shaped conv net with its int8 build done (4 calibration photos, 2 validation images: seconds)."""
+    from bgremove.core import int8
+    from bgremove.core.registry import U2net
+    from bgremove.core.store import file_sha256
+
+    path = build_slow_model(tmp_path_factory.mktemp("int8") / "conv-u2net.onnx", convs=3, channels=16)
+    int8.build(path, U2net, file_sha256(path), calibration=4, validation=2)
+    return path

@@ -8,6 +8,7 @@ model included) marks that file failed, with a message and a hint, and the batch
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Literal
 
+from bgremove.batch.prefetch import ReadAhead
 from bgremove.core.codecs import looks_like_zip
 from bgremove.core.errors import BgRemoveError, ImageTooLarge, UnsupportedFormat
 from bgremove.core.options import RemovalOptions
@@ -40,6 +42,16 @@ class BatchInput:
     data: bytes | None = field(default=None, repr=False)
     path: Path | None = None
     error: BgRemoveError | None = None
+
+    def in_memory(self) -> BatchInput:
+        """This item with its file's bytes read (run ahead by `prefetch.ReadAhead`); unreadable stays as is,
+        so its worker reports the error with the usual message."""
+        if self.path is None or self.data is not None or self.error is not None:
+            return self
+        try:
+            return dataclasses.replace(self, data=self.path.read_bytes())
+        except OSError:
+            return self
 
     def read(self) -> bytes:
         if self.error is not None:
@@ -183,12 +195,13 @@ def run_batch(
     """
     names = output_names((item.name for item in inputs), output_extension(options))
     workers = settings.batch_concurrency
+    ahead = ReadAhead(inputs, BatchInput.in_memory)  # the next files are read while these run
 
     def work(index: int) -> ItemResult:
         if on_start is not None:
             on_start(index)
         return process_item(
-            inputs[index],
+            ahead.take(index),
             options,
             settings=settings,
             cache=cache,
@@ -198,7 +211,7 @@ def run_batch(
             photo_images=photo_images,
         )
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bgremove-batch") as pool:
+    with ahead, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bgremove-batch") as pool:
         pending: set[Future[ItemResult]] = set()
         next_index = 0
         while next_index < len(inputs) or pending:
@@ -212,11 +225,13 @@ def run_batch(
                 yield future.result()
 
 
-def build_manifest(results: Iterable[ItemResult], model: str) -> dict[str, Any]:
-    """manifest.json, the same from every door: {model, count, completed, failed, items[...]} in input order."""
+def build_manifest(results: Iterable[ItemResult], model: str, **run: str) -> dict[str, Any]:
+    """manifest.json, the same from every door: {model, count, completed, failed, items[...]} in input order;
+    `run` adds what ran (the CLI's engine and precision)."""
     items = sorted(results, key=lambda r: r.index)
     return {
         "model": model,
+        **run,
         "count": len(items),
         "completed": sum(r.status == "completed" for r in items),
         "failed": sum(r.status == "failed" for r in items),

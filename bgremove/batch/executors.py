@@ -31,6 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bgremove.batch.engine import BatchInput, ItemResult, process_item
+from bgremove.batch.prefetch import ReadAhead
 from bgremove.core.errors import BgRemoveError
 from bgremove.core.options import RemovalOptions
 from bgremove.core.sessions import SessionCache
@@ -89,19 +90,22 @@ class LocalExecutor:
         should_continue: Callable[[], bool],
         photo_images: Mapping[str, bytes] | None = None,
     ) -> Iterator[ItemResult]:
-        for item in work:
-            if not should_continue():
-                return
-            yield process_item(
-                BatchInput(item.name, path=item.path),
-                options,
-                settings=self.settings,
-                cache=self.cache,
-                index=item.index,
-                output=item.output,
-                bg_image=bg_image,
-                photo_images=photo_images,
-            )
+        items = list(work)
+        sources = [BatchInput(item.name, path=item.path) for item in items]
+        with ReadAhead(sources, BatchInput.in_memory) as ahead:  # the next files are read while this one runs
+            for number, item in enumerate(items):
+                if not should_continue():
+                    return
+                yield process_item(
+                    ahead.take(number),
+                    options,
+                    settings=self.settings,
+                    cache=self.cache,
+                    index=item.index,
+                    output=item.output,
+                    bg_image=bg_image,
+                    photo_images=photo_images,
+                )
 
 
 class RayExecutor:

@@ -15,7 +15,7 @@ from bgremove.core.files import write_atomically
 class Sink(Protocol):
     def add(self, item: ItemResult) -> None: ...
 
-    def close(self, model: str) -> dict[str, Any]: ...
+    def close(self, model: str, **run: str) -> dict[str, Any]: ...
 
 
 class ZipSink:
@@ -31,8 +31,8 @@ class ZipSink:
         item.release()
         self.items.append(item)
 
-    def close(self, model: str) -> dict[str, Any]:
-        manifest = build_manifest(self.items, model)
+    def close(self, model: str, **run: str) -> dict[str, Any]:
+        manifest = build_manifest(self.items, model, **run)
         self.archive.writestr(MANIFEST_NAME, json.dumps(manifest, indent=2))
         self.archive.close()
         return manifest
@@ -52,9 +52,9 @@ class FolderSink:
         item.release()
         self.items.append(item)
 
-    def close(self, model: str) -> dict[str, Any]:
+    def close(self, model: str, **run: str) -> dict[str, Any]:
         """Write manifest.json, merged into the one an earlier run left there; return this run's manifest."""
-        manifest = build_manifest(self.items, model)
+        manifest = build_manifest(self.items, model, **run)
         merged = merge_manifests(read_manifest(self.root / MANIFEST_NAME), manifest)
         write_atomically(self.root / MANIFEST_NAME, json.dumps(merged, indent=2).encode())
         return manifest
@@ -86,7 +86,7 @@ def merge_manifests(earlier: dict[str, Any] | None, latest: dict[str, Any]) -> d
     ]
     items = kept + latest["items"]
     return {
-        "model": latest["model"],
+        **latest,  # the latest run's model, engine and precision
         "count": len(items),
         "completed": sum(item.get("status") == "completed" for item in items),
         "failed": sum(item.get("status") == "failed" for item in items),

@@ -9,6 +9,7 @@ OpenVINO compiles away the unused side outputs (isnet at 1024x1024 on 2 cores: 0
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 from dataclasses import dataclass
@@ -24,7 +25,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EngineName = Literal["auto", "onnxruntime", "openvino"]
-Precision = Literal["auto", "bf16", "f32"]
+Precision = Literal["auto", "int8", "bf16", "f32"]
+RunPrecision = Literal["int8", "bf16", "f32"]
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
@@ -32,7 +34,7 @@ CPU = "CPUExecutionProvider"
 @dataclass(frozen=True)
 class EngineChoice:
     engine: Literal["onnxruntime", "openvino"]
-    precision: Literal["bf16", "f32"]
+    precision: RunPrecision
     providers: tuple[str, ...] = (CPU,)
 
     @property
@@ -51,14 +53,31 @@ class InferenceSession(Protocol):
     def run(self, tensor: NDArray[np.float32]) -> NDArray[np.float32]: ...
 
 
+@functools.cache
 def cpu_has_bf16() -> bool:
-    """OpenVINO's own report of the CPU's bf16 support (AVX-512 BF16 or AMX)."""
+    """OpenVINO's own report of the CPU's bf16 support (AVX-512 BF16 or AMX); asked once (a Core costs ~0.2 s)."""
     try:
         import openvino as ov
 
         return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     except (ImportError, RuntimeError):
         return False
+
+
+def cpu_flags() -> dict[str, bool]:
+    """The CPU features that decide the precision: bf16 (AVX-512 BF16), VNNI (int8 dot products), AMX."""
+    try:
+        words = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:  # not Linux: OpenVINO's report alone
+        words = set()
+    return {
+        "avx2": "avx2" in words,
+        "avx512_vnni": "avx512_vnni" in words,
+        "avx_vnni": "avx_vnni" in words,
+        "avx512_bf16": "avx512_bf16" in words,
+        "amx": bool({"amx_tile", "amx_int8", "amx_bf16"} & words),
+        "openvino_bf16": cpu_has_bf16(),
+    }
 
 
 def openvino_available() -> bool:
@@ -70,10 +89,9 @@ def openvino_available() -> bool:
 
 
 def choose_engine(requested: EngineName, precision: Precision) -> EngineChoice:
-    """auto: CUDA when onnxruntime-gpu has a GPU; else OpenVINO bf16 when the CPU supports it; else onnxruntime.
-
-    OpenVINO in f32 is no faster than onnxruntime on CPU, so auto never picks it without bf16.
-    """
+    """The float engine. auto: CUDA when onnxruntime-gpu has a GPU; else OpenVINO bf16 when the CPU supports
+    it; else onnxruntime. OpenVINO in f32 is no faster than onnxruntime on CPU, so auto never picks it
+    without bf16. int8 is decided per model on top of this (`int8_choice`): it needs the model's build."""
     import onnxruntime as ort
 
     cuda = CUDA in ort.get_available_providers()
@@ -82,7 +100,7 @@ def choose_engine(requested: EngineName, precision: Precision) -> EngineChoice:
     bf16 = cpu_has_bf16()
     wanted: Literal["bf16", "f32"] = "bf16" if precision == "bf16" or (precision == "auto" and bf16) else "f32"
     if precision == "bf16" and not bf16:
-        log.warning("OPENVINO_PRECISION=bf16 but this CPU has no bf16 support: using f32")
+        log.warning("INFERENCE_PRECISION=bf16 but this CPU has no bf16 support: using f32")
         wanted = "f32"
     if requested == "openvino":
         if not openvino_available():
@@ -92,6 +110,22 @@ def choose_engine(requested: EngineName, precision: Precision) -> EngineChoice:
     if openvino_available() and wanted == "bf16":
         return EngineChoice("openvino", "bf16")
     return EngineChoice("onnxruntime", "f32", (CPU,))
+
+
+INT8 = EngineChoice("openvino", "int8")
+
+
+def int8_choice(requested: EngineName, precision: Precision, base: EngineChoice) -> str | None:
+    """Why this configuration cannot run an int8 model (None: it can, if the model's build passed its gate)."""
+    if precision in ("f32", "bf16"):
+        return f"INFERENCE_PRECISION={precision}"
+    if CUDA in base.providers:
+        return "the model runs on CUDA"
+    if requested == "onnxruntime":
+        return "INFERENCE_ENGINE=onnxruntime (the int8 models run on OpenVINO)"
+    if not openvino_available():
+        return "the openvino package is not installed"
+    return None
 
 
 class OrtFirstOutput:
@@ -135,7 +169,9 @@ class OpenVinoFirstOutput:
             core.set_property({"CACHE_DIR": str(cache_dir)})  # compiled blobs: faster second start
         model = core.read_model(str(model_path))
         model = ov.Model(model.get_results()[:1], model.get_parameters(), "first-output")
-        self._compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"})
+        # int8 graphs: the quantized ops run in int8 and the rest in f32, on every CPU alike (the gate's numbers hold)
+        hint = "f32" if precision == "int8" else precision
+        self._compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"})
         self._request = self._compiled.create_infer_request()
         self._lock = threading.Lock()
         self.provider = f"OpenVINO CPU {precision}"

@@ -93,9 +93,16 @@ class Settings(BaseSettings):
     inference_engine: Literal["auto", "onnxruntime", "openvino"] = setting(
         "auto", "INFERENCE_ENGINE", "one of auto, onnxruntime, openvino"
     )
-    """auto: CUDA if present, else OpenVINO bf16 if the CPU has bf16, else onnxruntime."""
-    openvino_precision: Literal["auto", "bf16", "f32"] = setting("auto", "OPENVINO_PRECISION", "one of auto, bf16, f32")
-    """OpenVINO's precision; auto is bf16 where the CPU supports it."""
+    """auto: CUDA if present; else OpenVINO when it runs int8 or bf16 on this CPU; else onnxruntime."""
+    # OPENVINO_PRECISION, its older name, still works (it never took int8).
+    inference_precision: Literal["auto", "int8", "bf16", "f32"] = setting(
+        "auto", ("INFERENCE_PRECISION", "OPENVINO_PRECISION"), "one of auto, int8, bf16, f32"
+    )
+    """auto: the fastest of int8 (when the model's int8 build passed its accuracy gate), bf16 (CPUs with AVX-512 BF16
+    or AMX) and f32; OPENVINO_PRECISION is its older name."""
+    quantize_on_load: bool = setting(True, "QUANTIZE_ON_LOAD", "1, true, yes, on, 0, false, no or off")
+    """Build a model's int8 version in the background on its first load when `models pull` has not (served at
+    f32/bf16 until it is ready and has passed its accuracy gate)."""
     png_compress_level: int = setting(1, "PNG_COMPRESS_LEVEL", "a whole number 0-9", ge=0, le=9)
     """zlib level of output PNGs (all lossless; 1 is fastest)."""
     max_queue_size: int = setting(32, "MAX_QUEUE_SIZE", "a whole number >= 1", ge=1)
@@ -145,7 +152,7 @@ class Settings(BaseSettings):
             return (init_settings,)
         return init_settings, env_settings, dotenv_settings, file_secret_settings
 
-    @field_validator("log_level", "inference_engine", "openvino_precision", "log_format", "job_executor", mode="before")
+    @field_validator("log_level", "inference_engine", "inference_precision", "log_format", "job_executor", mode="before")
     @classmethod
     def _lowercase(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value

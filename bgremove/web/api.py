@@ -199,6 +199,8 @@ def health(settings: AppSettings, cache: Cache, warmup: Warmup) -> dict[str, Any
         "default_model_info": default_model_info(settings),
         "loaded_models": cache.loaded_names(),
         "provider": cache.active_provider(),
+        **dict(zip(("engine", "precision"), cache.active_engine() or (None, None), strict=True)),
+        "int8": cache.int8_status(),  # the default model's: ready, building, or why not
         "waiting_for_inference": cache.waiting,
         "version": __version__,
     }

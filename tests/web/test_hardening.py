@@ -169,7 +169,7 @@ def test_request_ids_in_responses_and_json_logs_and_no_keys_in_logs(module_setti
 
 def test_overload_answers_503_with_retry_after_and_the_queue_drains(module_settings: SettingsFactory) -> None:
     """One inference slot and a queue of two: with three requests held inside, the fourth is refused at once."""
-    settings = module_settings(MAX_CONCURRENT_INFERENCES="1", MAX_QUEUE_SIZE="2")
+    settings = module_settings(MAX_CONCURRENT_INFERENCES="1", MAX_QUEUE_SIZE="2", QUANTIZE_ON_LOAD="false")
     cache = GatedCache(settings)
     with running(create_app(settings, cache=cache, ui=False)) as client, ThreadPoolExecutor(3) as pool:
         # three different photos: requests for one photo share a single forward pass (the prediction cache)

@@ -25,6 +25,7 @@ from bgremove.batch.jobs.background import BackgroundCache, lower_thread_priorit
 from bgremove.batch.jobs.callbacks import post_callback
 from bgremove.batch.jobs.models import Job
 from bgremove.batch.jobs.store import JobStore, storage_error
+from bgremove.batch.prefetch import commit_behind
 from bgremove.core.errors import BgRemoveError
 from bgremove.core.files import write_atomically
 from bgremove.core.sessions import SessionCache
@@ -173,8 +174,8 @@ class JobRunner:
                 should_continue=lambda: self._should_continue(job.id),
                 photo_images=self.store.photo_images(job.id),
             )
-            for result in results:  # one at a time, each committed before the next is taken
-                self._commit(job.id, result)
+            # Each result is committed on a writer thread while the next item runs, in order (batch.prefetch).
+            commit_behind(results, lambda result: self._commit(job.id, result))
         except BgRemoveError as exc:
             log.warning("Job %s stopped: %s", job.id, exc)
             self.store.finish(job.id, error=exc)
