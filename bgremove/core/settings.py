@@ -106,7 +106,9 @@ class Settings(BaseSettings):
     png_compress_level: int = setting(1, "PNG_COMPRESS_LEVEL", "a whole number 0-9", ge=0, le=9)
     """zlib level of output PNGs (all lossless; 1 is fastest)."""
     max_queue_size: int = setting(32, "MAX_QUEUE_SIZE", "a whole number >= 1", ge=1)
-    """Removals waiting beyond those running: more get 503 (REST), 429 (remove.bg API) or \"queue full\" (UI); also the most jobs queued or running (429)."""
+    """Removals waiting beyond those running, counted across every door together (REST, remove.bg API, UI,
+    gradio_client/MCP; job workers wait for a slot): more get 503 (REST), 429 (remove.bg API) or "queue full" (UI).
+    Also the most jobs queued or running (429)."""
     result_ttl_seconds: int = setting(600, "RESULT_TTL_SECONDS", "a whole number of seconds >= 1", ge=1)
     """UI and gradio_client uploads and results are deleted after this."""
     api_keys: CommaList = setting((), "API_KEYS", "comma-separated keys of at least 16 characters")
