@@ -388,6 +388,15 @@ def import_ray() -> Any:
     return _import_ray("--engine ray", data=True)
 
 
+def engine_of(plan: RayBatchPlan) -> dict[str, str]:
+    """The engine and precision the workers run, for manifest.json as the local engine writes them: what the
+    driver's settings select for this model (every node runs the same packages and settings)."""
+    from bgremove.core.int8 import describe
+
+    found = describe(plan.model, plan.settings)
+    return {"engine": found["engine"], "precision": found["precision"]}
+
+
 def run_ray_batch(
     plan: RayBatchPlan,
     *,
@@ -401,6 +410,7 @@ def run_ray_batch(
     (address None) or the cluster at `address`, shut down at the end. Writes the outputs and manifest.json."""
     ray = import_ray()
     results = list(plan.known)
+    ran = engine_of(plan)
     for result in plan.known:
         if on_result is not None:
             on_result(result)
@@ -421,12 +431,12 @@ def run_ray_batch(
                 if on_result is not None:
                     on_result(result)
                 if time.monotonic() - checkpoint > CHECKPOINT_SECONDS:  # what a killed run leaves for the next one
-                    _write_manifest(plan, build_manifest(results, plan.model))
+                    _write_manifest(plan, build_manifest(results, plan.model, **ran))
                     checkpoint = time.monotonic()
         finally:
             if started_here:
                 ray.shutdown()
-    manifest = build_manifest(results, plan.model)
+    manifest = build_manifest(results, plan.model, **ran)
     _write_manifest(plan, manifest)
     return RayBatchReport(manifest, sorted(results, key=lambda r: r.index), resumed, pool, plan.skipped_files)
 
