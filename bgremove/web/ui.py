@@ -38,6 +38,7 @@ from bgremove.web.ui_controls import SWATCHES, ControlContext, ControlSet, paylo
 from bgremove.web.ui_files import remove_work_files, start_sweeper, sweep_expired
 from bgremove.web.ui_handlers import TABLE_HEADERS, BatchView, SingleView, UiHandlers, failure, shielded
 from bgremove.web.ui_models import footer, model_choices, model_details, model_info
+from bgremove.web.ui_touchup import editor_background, read_hints, strokes_to_hints, touchup_panel
 
 __all__ = [
     "CSS",
@@ -228,9 +229,9 @@ def build_ui(
                             ),
                         )
                         download = placed[0]
-                        # The place for touch-up (Keep / Remove brushes): an accordion here, between the download
-                        # and the details, whose strokes go into handlers.single_steps as the keep_mask / remove_mask
-                        # images of IMAGE_INPUTS; the prediction cache makes them a re-compose.
+                        # Touch-up: Keep / Remove strokes over the photo; every re-compose reads them (ui_touchup).
+                        with gr.Accordion("Touch up", open=False, elem_id="single-touchup"):
+                            touch = touchup_panel()
                         with gr.Accordion("Details", open=False, elem_id="single-details"):
                             details = gr.Markdown(model_details(None, settings, cache), elem_id="single-model-details")
                             metadata = gr.JSON(label="About this result", elem_id="single-metadata")
@@ -256,11 +257,11 @@ def build_ui(
                     for view in handlers.single_steps(single, upload, values, on_arrival=True):
                         yield show_single(view)
 
-                def recompose(upload: Any, *values: Any) -> Iterator[tuple[Any, ...]]:
-                    if not payload_path(upload):  # nothing to apply the option to yet
+                def recompose(upload: Any, hints: str, *values: Any) -> Iterator[tuple[Any, ...]]:
+                    if not payload_path(upload):  # nothing to apply the option (or the strokes) to yet
                         yield tuple(gr.skip() for _ in single_outputs)
                         return
-                    for view in handlers.single_steps(single, upload, values):
+                    for view in handlers.single_steps(single, upload, values, hints=read_hints(hints)):
                         yield show_single(view)
 
                 def working(upload: Any) -> tuple[Any, Any]:
@@ -271,11 +272,24 @@ def build_ui(
 
                 photo.change(working, inputs=photo, outputs=[status, problem], preprocess=False, **quick).then(
                     arrive, inputs=[photo, *single.inputs], outputs=single_outputs, show_progress_on=[result], **private
-                ).then(None, js=SHOW_RESULT_ON_A_PHONE, **quick)
+                ).then(None, js=SHOW_RESULT_ON_A_PHONE, **quick).then(
+                    # A new photo starts a new touch-up: the editor shows it, without strokes.
+                    editor_background, inputs=photo, outputs=touch.editor, preprocess=False, **quick
+                )
+                # Each stroke (and undo, clear, eraser) becomes the hints; their change re-composes like an option.
+                # (`input`, not `change`: Gradio 6.31's editor sends `change` only when its value is set, not per stroke.)
                 gr.on(
-                    [typing.cast(Any, component).change for component in single.inputs],
+                    [touch.editor.input, touch.editor.clear],
+                    strokes_to_hints,
+                    inputs=touch.editor,
+                    outputs=touch.hints,
+                    trigger_mode="always_last",
+                    **quick,
+                )
+                gr.on(
+                    [touch.hints.change, *[typing.cast(Any, component).change for component in single.inputs]],
                     recompose,
-                    inputs=[photo, *single.inputs],
+                    inputs=[photo, touch.hints, *single.inputs],
                     outputs=single_outputs,
                     trigger_mode="always_last",
                     show_progress="minimal",

@@ -44,6 +44,8 @@ from bgremove.web.ui_files import job_dir, job_view_dir, read_limited, save, sav
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Hints = tuple[bytes | None, bytes | None]  # touch-up strokes: (keep mask, remove mask), see ui_touchup
+NO_HINTS: Hints = (None, None)
 
 FORMAT_NAMES = {"png": "PNG", "jpg": "JPG", "webp": "WebP", "zip": "ZIP"}
 TABLE_HEADERS = ["file", "status", "size", "seconds", "error / hint"]
@@ -225,19 +227,21 @@ class UiHandlers:
 
     # single image
 
-    def single(self, controls: ControlSet, upload: Any, values: Sequence[Any], on_arrival: bool = False) -> SingleView:
+    def single(
+        self, controls: ControlSet, upload: Any, values: Sequence[Any], on_arrival: bool = False, hints: Hints = NO_HINTS
+    ) -> SingleView:
         """The single-image tab's result for the photo with the options as they stand (the last of `single_steps`)."""
-        return list(self.single_steps(controls, upload, values, on_arrival))[-1]
+        return list(self.single_steps(controls, upload, values, on_arrival, hints))[-1]
 
     def single_steps(
-        self, controls: ControlSet, upload: Any, values: Sequence[Any], on_arrival: bool = False
+        self, controls: ControlSet, upload: Any, values: Sequence[Any], on_arrival: bool = False, hints: Hints = NO_HINTS
     ) -> Iterator[SingleView]:
         """The single-image tab's one handler, step by step: a large photo first shows a medium-size preview, then
         offers its full-size file; a small one is done in one step.
 
         Called when a photo arrives (`on_arrival`: a photo that cannot be read is explained where it was) and on
         every option change; the prediction cache turns a change of background, format or crop into a re-compose,
-        without running the model again.
+        without running the model again. `hints`: the touch-up's (keep mask, remove mask), kept across option changes.
         """
         photo = payload_path(upload)
         if not photo:
@@ -255,7 +259,16 @@ class UiHandlers:
                 steps.insert(0, options.model_copy(update={"size": PREVIEW_SIZE}))
             for step in steps:
                 with self.gate.slot("/ui"):  # the in-flight limit every door shares: busy is a message, not a queue
-                    result = remove_background(data, filename, step, settings=self.settings, cache=self.cache, bg_image=bg_image)
+                    result = remove_background(
+                        data,
+                        filename,
+                        step,
+                        settings=self.settings,
+                        cache=self.cache,
+                        bg_image=bg_image,
+                        keep_mask=hints[0],
+                        remove_mask=hints[1],
+                    )
                 reused = result.prediction_reused if reused is None else reused
                 folder = job_dir()
                 name = codecs.output_name(filename, result.extension, suffix="-nobg")
