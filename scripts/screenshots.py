@@ -3,6 +3,7 @@
     python scripts/screenshots.py                  # into assets/
     python scripts/screenshots.py --out /tmp/shots # somewhere else
 
+The touch-up (`screenshot-touchup-before|strokes|after.png`: a Keep stroke down the model space shuttle).
 At a laptop's 1366x768 and a phone's 390x844: the landing screen, a result (assets/example-astronaut.jpg), the
 options opened (the whole page), and a file that is not an image (`screenshot-<what>-<desktop|phone>.png`, the
 first screen only for the others);
@@ -133,6 +134,60 @@ def screens(page: Page, url: str, out: Path, screen: str) -> list[Path]:
     return shots
 
 
+# Where the touch-up strokes go, as fractions of the photo (left, top, right, bottom) of example-astronaut.jpg:
+# a Keep stroke down the model space shuttle, which the model leaves out (a user who wants it in the picture paints
+# it back), on the right where the before/after slider shows the "after" side.
+KEEP_STROKE = (0.87, 0.08, 0.87, 0.45)
+
+
+def photo_box(page: Page, selector: str, photo: Path) -> tuple[float, float, float, float]:
+    """(x, y, width, height) in page pixels of `photo` on the editor's canvas: centred, at the zoom its toolbar shows
+    (of the display copy, at most DISPLAY_SIDE px on its longer side)."""
+    from PIL import Image
+
+    from bgremove.web.ui_touchup import DISPLAY_SIDE
+
+    canvas = page.locator(f"{selector} canvas").first
+    box = canvas.bounding_box()
+    assert box is not None
+    zoom = float(page.locator(f"{selector} .zoom-number").inner_text().strip().rstrip("%")) / 100
+    with Image.open(photo) as image:
+        image.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE))
+        width, height = image.width * zoom, image.height * zoom
+    return box["x"] + (box["width"] - width) / 2, box["y"] + (box["height"] - height) / 2, width, height
+
+
+def touchup(page: Page, url: str, out: Path) -> list[Path]:
+    """The touch-up: the result with the editor open (before), the strokes painted, the result after them."""
+    shots = [out / f"screenshot-touchup-{what}.png" for what in ("before", "strokes", "after")]
+    page.goto(url + "/")
+    drop_photo(page, ASSETS / "example-astronaut.jpg")
+    wait_result(page)
+    page.locator("#single-touchup").click()
+    editor = "#single-touchup-editor"
+    expect(page.locator(f"{editor} canvas").first).to_be_visible()
+    page.locator(f"{editor} canvas").first.scroll_into_view_if_needed()  # the mouse paints only on screen
+    page.wait_for_timeout(1000)
+    page.screenshot(path=shots[0], full_page=True)
+    shown = page.locator("#single-result img").last.get_attribute("src")
+    x, y, width, height = photo_box(page, editor, ASSETS / "example-astronaut.jpg")
+    left, top, right, bottom = KEEP_STROKE
+    page.mouse.move(x + left * width, y + top * height)
+    page.mouse.down()
+    page.mouse.move(x + right * width, y + bottom * height, steps=20)
+    page.mouse.up()
+    page.screenshot(path=shots[1], full_page=True)
+    page.wait_for_function(
+        "(before) => { const i = [...document.querySelectorAll('#single-result img')]; "
+        "return i.length && i[i.length - 1].getAttribute('src') !== before; }",
+        arg=shown,
+        timeout=60_000,
+    )
+    wait_result(page)
+    page.screenshot(path=shots[2], full_page=True)
+    return shots
+
+
 def batch(page: Page, url: str, target: Path) -> None:
     photos = sorted(ASSETS.glob("example-*.jpg"))
     page.goto(url + "/")
@@ -153,12 +208,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ASSETS, help="folder for the PNGs (default: assets/)")
     parser.add_argument("--no-batch", action="store_true", help="skip the batch screenshot")
+    parser.add_argument("--touchup-only", action="store_true", help="only the touch-up screenshots")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     with serve() as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
+            page = browser.new_page(viewport=VIEWPORT)
+            written += touchup(page, url, args.out)
+            page.close()
+            if args.touchup_only:
+                return print(*written, sep="\n")
             for screen, viewport in SCREENS.items():
                 page = browser.new_page(viewport=viewport)
                 written += screens(page, url, args.out, screen)
