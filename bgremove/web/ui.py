@@ -274,7 +274,11 @@ def build_ui(
                     arrive, inputs=[photo, *single.inputs], outputs=single_outputs, show_progress_on=[result], **private
                 ).then(None, js=SHOW_RESULT_ON_A_PHONE, **quick).then(
                     # A new photo starts a new touch-up: the editor shows it, without strokes.
-                    editor_background, inputs=photo, outputs=touch.editor, preprocess=False, **quick
+                    editor_background,
+                    inputs=photo,
+                    outputs=touch.editor,
+                    preprocess=False,
+                    **quick,
                 )
                 # Each stroke (and undo, clear, eraser) becomes the hints; their change re-composes like an option.
                 # (`input`, not `change`: Gradio 6.31's editor sends `change` only when its value is set, not per stroke.)

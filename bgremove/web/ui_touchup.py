@@ -123,7 +123,10 @@ def masks_from_editor(value: Any) -> tuple[bytes | None, bytes | None]:
         keeps, removes = painted & (green > red), painted & (red > green)
         keep = keeps if keep is None or keep.shape != keeps.shape else keep | keeps
         remove = removes if remove is None or remove.shape != removes.shape else remove | removes
-    return (_png(keep) if keep is not None and keep.any() else None, _png(remove) if remove is not None and remove.any() else None)
+    return (
+        _png(keep) if keep is not None and keep.any() else None,
+        _png(remove) if remove is not None and remove.any() else None,
+    )
 
 
 def save_hints(keep: bytes | None, remove: bytes | None) -> str:

@@ -5,7 +5,7 @@ tests/touchup_cases.py: a dark blue block the tiny brightness model drops)."""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -46,14 +46,13 @@ def open_touchup(page: Page) -> None:
     canvas.scroll_into_view_if_needed()
 
 
-def on_screen(page: Page, colour_test: str) -> tuple[float, float, float]:
-    """(left, right, middle y) in page pixels of the editor's pixels that pass `colour_test` (numpy on r, g, b)."""
+def on_screen(page: Page, picked: Callable[[np.ndarray], np.ndarray]) -> tuple[float, float, float]:
+    """(left, right, middle y) in page pixels of the editor's pixels that `picked` marks (given RGB pixels)."""
     canvas = page.locator(f"{EDITOR} canvas").first
     box = canvas.bounding_box()
     assert box is not None
     pixels = np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("RGB")).astype(int)
-    r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]
-    ys, xs = np.nonzero(eval(colour_test, {}, {"r": r, "g": g, "b": b}))  # noqa: S307 (a fixed test expression)
+    ys, xs = np.nonzero(picked(pixels))
     assert len(xs), "the photo is not on the editor's canvas"
     per_px = box["width"] / pixels.shape[1]
     return box["x"] + xs.min() * per_px, box["x"] + xs.max() * per_px, box["y"] + ys.mean() * per_px
@@ -76,7 +75,9 @@ def test_a_keep_stroke_brings_back_what_the_model_dropped(desktop: Page, tmp_pat
     assert region_alpha(before, MISSED) < 0.3 < 0.9 < region_alpha(before, SUBJECT)
 
     open_touchup(desktop)
-    left, right, y = on_screen(desktop, "(b > 150) & (r < 80) & (g < 80)")  # the blue block the model dropped
+    left, right, y = on_screen(
+        desktop, lambda px: (px[..., 2] > 150) & (px[..., :2].max(axis=-1) < 80)
+    )  # the blue block the model dropped
     shown = result_src(desktop)
     stroke(desktop, left + 10, right - 10, y)  # the Keep brush (green) is the one picked at first
     status = wait_result(desktop, shown)

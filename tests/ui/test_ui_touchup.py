@@ -80,7 +80,10 @@ def test_strokes_split_by_colour_into_keep_and_remove_masks(tmp_path: Path) -> N
     remove_marks = np.asarray(Image.open(io.BytesIO(remove)))
     assert keep_marks.shape == (HEIGHT // 2, WIDTH // 2)
     rows, cols = KEEP_STROKE
-    assert keep_marks[rows.start // 2 + 1, cols.start // 2 + 1] == 255 and remove_marks[rows.start // 2 + 1, cols.start // 2 + 1] == 0
+    assert (
+        keep_marks[rows.start // 2 + 1, cols.start // 2 + 1] == 255
+        and remove_marks[rows.start // 2 + 1, cols.start // 2 + 1] == 0
+    )
     rows, cols = REMOVE_STROKE
     assert remove_marks[rows.start // 2, cols.start // 2] == 255 and keep_marks[rows.start // 2, cols.start // 2] == 0
     assert keep_marks.sum() // 255 == ((KEEP_STROKE[0].stop - KEEP_STROKE[0].start) // 2 + 1) * 30  # edge included
