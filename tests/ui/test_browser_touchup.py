@@ -1,5 +1,5 @@
 """Touch-up in headless Chromium, as a person does it: drop a photo whose cutout misses a block, open Touch up, paint
-one Keep stroke with the mouse across the missed block, download. The server runs on the tiny model (the photo of
+one Keep stroke with the mouse across the missed block and one Remove stroke across a kept patch, download. The server runs on the tiny model (the photo of
 tests/touchup_cases.py: a dark blue block the tiny brightness model drops)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Page, expect
 
-from tests.touchup_cases import MISSED, SUBJECT, region_alpha, touchup_case
+from tests.touchup_cases import LEFTOVER, MISSED, SUBJECT, region_alpha, touchup_case
 from tests.ui.conftest import LiveUi
 from tests.ui.test_browser import DESKTOP, Opened, assert_no_error_shown, drop_photo, result_src, wait_result
 
@@ -67,12 +67,13 @@ def stroke(page: Page, left: float, right: float, y: float) -> None:
     page.mouse.up()
 
 
-def test_a_keep_stroke_brings_back_what_the_model_dropped(desktop: Page, tmp_path: Path) -> None:
+def test_keep_and_remove_strokes_fix_what_the_model_got_wrong(desktop: Page, tmp_path: Path) -> None:
     photo = tmp_path / "missed.png"
     photo.write_bytes(touchup_case().photo)
     drop_photo(desktop, photo)
     before = download_alpha(desktop, tmp_path / "before.png")
     assert region_alpha(before, MISSED) < 0.3 < 0.9 < region_alpha(before, SUBJECT)
+    assert region_alpha(before, LEFTOVER) > 0.7
 
     open_touchup(desktop)
     left, right, y = on_screen(
@@ -87,6 +88,21 @@ def test_a_keep_stroke_brings_back_what_the_model_dropped(desktop: Page, tmp_pat
     assert region_alpha(after, MISSED) > region_alpha(before, MISSED) + 0.5, region_alpha(after, MISSED)
     assert region_alpha(after, SUBJECT) > 0.9  # the rest of the subject stays
     assert after[0, 0] == before[0, 0]  # the background far from the stroke is as it was
+    # The Remove brush (red, from the editor's colour menu) across the light grey patch the model kept, at the top
+    # right (not the canvas's white margin).
+    toolbar = desktop.locator(f"{EDITOR} .toolbar-wrap")
+    toolbar.get_by_role("button", name="Color").click()
+    toolbar.locator(".swatch button.color").nth(1).click()
+    left, right, y = on_screen(
+        desktop,
+        lambda px: (px.min(axis=-1) > 225) & (px.max(axis=-1) < 248) & (np.arange(px.shape[1]) > px.shape[1] * 0.6)[None, :],
+    )
+    shown = result_src(desktop)
+    stroke(desktop, left + 5, right - 5, y)
+    expect(wait_result(desktop, shown)).to_contain_text("model did not run again")
+    removed = download_alpha(desktop, tmp_path / "removed.png")
+    assert region_alpha(removed, LEFTOVER) < region_alpha(before, LEFTOVER) - 0.5, region_alpha(removed, LEFTOVER)
+    assert region_alpha(removed, MISSED) > region_alpha(before, MISSED) + 0.5  # the Keep stroke still holds
     # The before/after view still shows the photo and the touched-up result.
     expect(desktop.locator("#single-result img")).to_have_count(2)
     assert_no_error_shown(desktop)
