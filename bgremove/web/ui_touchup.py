@@ -57,6 +57,7 @@ def touchup_panel() -> TouchUp:
         eraser=gr.Eraser(),
         buttons=[],
         label="Touch up: green keeps, red removes",
+        show_label=False,  # the accordion and the help say it; on a phone the label would run under the toolbar
         height=440,
         interactive=True,
         elem_id="single-touchup-editor",
