@@ -154,6 +154,7 @@ def test_compose_service():
     assert service["healthcheck"]["test"] == ["CMD", *healthcheck_command()]
 
 
+@pytest.mark.slow  # a process of its own
 def test_build_stage_pull_command_runs(tmp_path, tiny_model):
     """The builder's RUN line as /bin/sh runs it (with a custom model instead of a download)."""
     pull = next(args for op, args in dockerfile_stages()[0] if op == "RUN" and "models pull" in args)

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from bgremove.core.settings import ENV_NAMES
 from tests.conftest import ROOT, SHELL_VARIABLES
 
@@ -15,6 +17,7 @@ def test_every_documented_variable_is_cleared_for_the_tests() -> None:
     assert not SHELL_VARIABLES & set(os.environ)
 
 
+@pytest.mark.slow  # a process of its own
 def test_tests_pass_with_every_documented_variable_set_and_no_python_on_path() -> None:
     """Wrong values for everything (REMBG_SESSION_PATH, API_KEYS, MAX_QUEUE_SIZE=0, ...) and a PATH without this
     interpreter: the settings defaults test and the Dockerfile's `python -m bgremove models pull` line still pass."""

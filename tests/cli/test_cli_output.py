@@ -159,6 +159,7 @@ def test_an_unreadable_manifest_is_replaced(cli_env: Path, capsys: pytest.Captur
 # --- AGPL weights --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a process of its own
 def test_the_first_agpl_pull_says_so_plainly(
     cli_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -112,6 +112,7 @@ def test_precision_setting_and_its_old_name() -> None:
         load_settings({"INFERENCE_PRECISION": "int4"})
 
 
+@pytest.mark.slow  # a process of its own
 def test_first_load_serves_float_at_once_and_swaps_in_int8_when_built(tmp_path: Path, make_settings) -> None:
     model = build_slow_model(tmp_path / "fresh-u2net.onnx", convs=1, channels=8)
     cache = SessionCache(make_settings(REMBG_MODEL_NAME=str(model), INFERENCE_PRECISION="int8", QUANTIZE_ON_LOAD="true"))

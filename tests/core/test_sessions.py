@@ -154,6 +154,7 @@ def test_isnet_family_custom_model_loads_outside_the_model_home(tmp_path, make_s
     assert not str(path).startswith(str(settings.session_path))
 
 
+@pytest.mark.slow  # a process of its own
 def test_inference_never_imports_rembg(tiny_model, tmp_path):
     """rembg's package import costs seconds (pymatting, numba): loading and predicting must not need it."""
     code = (
