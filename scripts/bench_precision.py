@@ -5,9 +5,13 @@
 
 1. the CPU's flags (AVX2, AVX-512 VNNI, AVX-VNNI, AVX-512 BF16, AMX) and what OpenVINO reports;
 2. one forward pass of isnet-general-use per precision: f32 on onnxruntime (rembg's engine and our f32 path),
-   f32 and bf16 (where the CPU has it) on OpenVINO, and our int8 build; photo by photo, engines interleaved;
-3. our CLI at its defaults, at each precision and at int8 with OpenVINO held to AVX2 (ONEDNN_MAX_CPU_ISA: what
-   a CPU without VNNI or bf16 gets) against `rembg p`, same photos, same model file, interleaved rounds;
+   f32 and bf16 (where the CPU has it) on OpenVINO, and our int8 build; photo by photo, engines interleaved; and
+   the OpenVINO ones again with oneDNN held to the kinds of CPU this one stands in for (ONEDNN_MAX_CPU_ISA:
+   AVX512_CORE_VNNI = AVX-512 and VNNI without bf16, like Ice Lake or Cascade Lake; AVX2 = like Zen 2/3 or Intel
+   before Skylake-SP), each kind in its own process, kinds interleaved round by round;
+3. our CLI at its defaults on each kind of CPU, and at each precision, against `rembg p`, same photos, same model
+   file, interleaved rounds (onnxruntime, so rembg, cannot be held back: it keeps this CPU's AVX-512, so the
+   capped ratios understate ours);
 4. quality of each precision on the project's own set (scripts/make_quality_set.py, known alpha): alpha MAE
    (x1000), IoU at alpha > 0.5, composite error in the edge band, and the mean alpha difference to f32;
 5. peak RSS of our CLI over a batch of small photos (--batch N), at the defaults and at today's float precision.
@@ -17,6 +21,7 @@ Ratios are printed; nothing is asserted (the targets are the issue's, checked by
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -32,23 +37,25 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bgremove.core.engines import ISA_CAP_VARIABLE as ISA_CAP  # noqa: E402
 from scripts.bench import MODEL, ensure_rembg_venv, log, make_photos, timed_process  # noqa: E402
 
 QUALITY_SET = Path(tempfile.gettempdir()) / "bgremove-quality"
 
 
 def sessions() -> dict[str, Any]:
-    """Every engine x precision this machine can run on the default model, int8 from its cached build."""
+    """Every engine x precision this machine (or the kind of CPU an ISA cap stands in for) can run on the default
+    model, int8 from its cached build."""
     from bgremove.core import int8
-    from bgremove.core.engines import CPU, OpenVinoFirstOutput, OrtFirstOutput, cpu_has_bf16
+    from bgremove.core.engines import CPU, OpenVinoFirstOutput, OrtFirstOutput, cpu_has_bf16, isa_cap
     from bgremove.core.settings import load_settings
     from bgremove.core.store import file_sha256, model_file
 
     path = model_file(MODEL, load_settings({}))
-    found: dict[str, Any] = {
-        "f32 onnxruntime": OrtFirstOutput(path, (CPU,)),
-        "f32 OpenVINO": OpenVinoFirstOutput(path, "f32", None),
-    }
+    found: dict[str, Any] = {}
+    if isa_cap() is None:  # onnxruntime ignores the cap: measured in the uncapped process only
+        found["f32 onnxruntime"] = OrtFirstOutput(path, (CPU,))
+    found["f32 OpenVINO"] = OpenVinoFirstOutput(path, "f32", None)
     if cpu_has_bf16():
         found["bf16 OpenVINO"] = OpenVinoFirstOutput(path, "bf16", None)
     verdict = int8.read_verdict(path, file_sha256(path))
@@ -78,6 +85,28 @@ def forward_times(engines: dict[str, Any], photos: list[Path], rounds: int) -> d
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+# The kinds of CPU this one can stand in for: oneDNN (so OpenVINO) held to an older instruction set.
+CPU_KINDS = {
+    "this CPU": {},
+    "VNNI, no bf16": {ISA_CAP: "AVX512_CORE_VNNI"},
+    "AVX2 only": {ISA_CAP: "AVX2"},
+}
+
+
+def capped_forward_times(photos: list[Path], rounds: int) -> dict[str, float]:
+    """Forward passes of the OpenVINO precisions under each ISA cap (the cap is read once per process, so each
+    kind runs in a child process), kinds interleaved round by round; the uncapped process runs every engine."""
+    found: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for kind, env in CPU_KINDS.items():
+            command = [sys.executable, __file__, "--forward-child", *map(str, photos)]
+            done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **env}, check=True)
+            for name, seconds in json.loads(done.stdout.strip().splitlines()[-1]).items():
+                found.setdefault(name if kind == "this CPU" else f"{name}, {kind}", []).append(seconds)
+            log(f"forward passes, {kind}: done")
+    return {name: statistics.median(values) for name, values in found.items()}
+
+
 def quality(engines: dict[str, Any], limit: int) -> dict[str, dict[str, float]]:
     """Scores per precision on the quality set, through the pipeline's own alpha (full resolution, refined)."""
     from bgremove.core import edges
@@ -102,16 +131,12 @@ def quality(engines: dict[str, Any], limit: int) -> dict[str, dict[str, float]]:
     return {name: {key: statistics.fmean(r[key] for r in scores) for key in scores[0]} for name, scores in rows.items()}
 
 
-AVX2_ONLY = {"ONEDNN_MAX_CPU_ISA": "AVX2"}  # OpenVINO's oneDNN kernels as on a CPU without AVX-512, VNNI or bf16
-
-
 def cli_variants(has_bf16: bool) -> dict[str, dict[str, str]]:
-    """Our CLI runs: the defaults, each precision, and int8 with OpenVINO held to AVX2 (a CPU like Zen 3:
-    no VNNI, no bf16; onnxruntime cannot be held back the same way, so rembg keeps its AVX-512 here)."""
-    variants = {"ours defaults (auto)": {}, "ours f32": {"INFERENCE_PRECISION": "f32"}}
+    """Our CLI runs: the defaults on each kind of CPU (what `auto` picks there), then each precision here."""
+    variants = {f"ours defaults, {kind}": env for kind, env in CPU_KINDS.items()}
+    variants["ours f32"] = {"INFERENCE_PRECISION": "f32"}
     if has_bf16:
         variants["ours bf16"] = {"INFERENCE_PRECISION": "bf16"}
-    variants["ours int8, AVX2 only"] = {"INFERENCE_PRECISION": "int8", **AVX2_ONLY}
     return variants
 
 
@@ -132,21 +157,32 @@ def cli_runs(photos_dir: Path, work: Path, rounds: int, variants: dict[str, dict
     return {name: statistics.median(values) for name, values in walls.items()}
 
 
-def batch_memory(work: Path, count: int, precisions: list[str]) -> dict[str, tuple[float, float]]:
-    """(wall seconds, peak RSS MiB) of our CLI over `count` small photos, per precision."""
+def batch_memory(work: Path, count: int, variants: dict[str, dict[str, str]]) -> dict[str, tuple[float, float]]:
+    """(wall seconds, peak RSS MiB) of our CLI over `count` distinct small photos, per variant."""
     folder = work / "many"
     sources = make_photos(work / "sources", 320)
     folder.mkdir()
-    for number in range(count):
-        shutil.copy(sources[number % len(sources)], folder / f"p{number:03d}.jpg")
+    for number in range(count):  # distinct bytes: the prediction cache cannot answer any of them
+        with Image.open(sources[number % len(sources)]) as image:
+            image.rotate(number * 360 / count).save(folder / f"p{number:03d}.jpg", quality=90)
     found = {}
-    for precision in precisions:
-        found[precision] = timed_process(
-            [sys.executable, "-m", "bgremove", "remove", str(folder), "-o", str(work / f"many-{precision}")],
-            {"INFERENCE_PRECISION": precision, "QUANTIZE_ON_LOAD": "false"},
+    for number, (name, env) in enumerate(variants.items()):
+        found[name] = timed_process(
+            [sys.executable, "-m", "bgremove", "remove", str(folder), "-o", str(work / f"many-{number}")],
+            {"QUANTIZE_ON_LOAD": "false", **env},
         )
-        log(f"{count}-photo batch at {precision}: {found[precision][0]:.1f} s, peak RSS {found[precision][1]:.0f} MiB")
+        log(f"{count}-photo batch, {name}: {found[name][0]:.1f} s, peak RSS {found[name][1]:.0f} MiB")
     return found
+
+
+def memory_variants(has_bf16: bool) -> dict[str, dict[str, str]]:
+    """The defaults against what each kind of CPU ran before int8: bf16 here, onnxruntime f32 without bf16."""
+    variants = {"defaults, this CPU": {}}
+    if has_bf16:
+        variants["bf16 (the defaults before int8), this CPU"] = {"INFERENCE_PRECISION": "bf16"}
+    variants["defaults, AVX2 only"] = CPU_KINDS["AVX2 only"]
+    variants["onnxruntime f32 (the defaults before int8 without bf16)"] = {"INFERENCE_PRECISION": "f32"}
+    return variants
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,7 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quality", type=int, default=8, help="images of the quality set to score (0: skip)")
     parser.add_argument("--batch", type=int, default=100, help="photos in the peak-memory batch (0: skip)")
     parser.add_argument("--photos", type=int, default=8, help="photos for the forward passes and CLI runs (at most 8)")
+    parser.add_argument("--forward-child", nargs="+", type=Path, help=argparse.SUPPRESS)  # one capped process's passes
     args = parser.parse_args(argv)
+    if args.forward_child:
+        print(json.dumps(forward_times(sessions(), args.forward_child, 1)))
+        return 0
     from bgremove.core.engines import cpu_flags
 
     subprocess.run([sys.executable, "-m", "bgremove", "models", "pull", MODEL], check=True, cwd=ROOT)
@@ -167,16 +207,19 @@ def main(argv: list[str] | None = None) -> int:
     photos = photos[: args.photos]
     rembg_path = shutil.which("rembg")
     rembg = Path(rembg_path) if rembg_path else ensure_rembg_venv()
-    engines = sessions()
     log("forward passes")
-    forward = forward_times(engines, photos, args.rounds)
-    scores = quality(engines, args.quality) if args.quality else {}
-    del engines  # the CLI runs below get the cores and the memory
+    forward = capped_forward_times(photos, args.rounds)
+    if args.quality:
+        engines = sessions()
+        scores = quality(engines, args.quality)
+        del engines  # the CLI runs below get the cores and the memory
+    else:
+        scores = {}
     from bgremove.core.engines import cpu_has_bf16
 
     log("CLI runs")
     walls = cli_runs(work / "photos", work, args.rounds, cli_variants(cpu_has_bf16()), rembg)
-    memory = batch_memory(work, args.batch, ["auto", "bf16" if cpu_has_bf16() else "f32"]) if args.batch else {}
+    memory = batch_memory(work, args.batch, memory_variants(cpu_has_bf16())) if args.batch else {}
 
     cpu = " ".join(name for name, present in flags.items() if present) or "none of them"
     print(f"\nCPU: {os.cpu_count()} logical CPUs; flags present: {cpu}; load average {os.getloadavg()[0]:.1f}\n")
@@ -196,8 +239,8 @@ def main(argv: list[str] | None = None) -> int:
             )
     if memory:
         print(f"\n| {args.batch}-photo batch (320x320), CLI | wall s | peak RSS MiB |\n|---|---|---|")
-        for precision, (wall, rss) in memory.items():
-            print(f"| INFERENCE_PRECISION={precision} | {wall:.1f} | {rss:.0f} |")
+        for name, (wall, rss) in memory.items():
+            print(f"| {name} | {wall:.1f} | {rss:.0f} |")
     return 0
 
 

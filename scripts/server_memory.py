@@ -2,6 +2,9 @@
 print the server's RSS after warm-up and after the requests.
 
     python scripts/server_memory.py --engine onnxruntime --engine openvino --requests 10
+    python scripts/server_memory.py --engine auto --precision int8 --precision bf16 --precision f32
+
+Each --engine runs at each --precision (INFERENCE_PRECISION, default auto).
 
 Uses the real default model (REMBG_MODEL_NAME); each engine gets a server of its own, one after the other.
 """
@@ -46,9 +49,11 @@ def cpu_flags() -> str:
     return " ".join(sorted(flags & {"avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile"})) or "none of bf16/vnni/amx"
 
 
-def measure(engine: str, payloads: list[bytes]) -> tuple[float, float, str]:
+def measure(engine: str, precision: str, payloads: list[bytes]) -> tuple[float, float, str]:
     with tempfile.TemporaryDirectory(prefix="bgremove-mem-") as tmp:
-        server = start_server(Path(tmp), INFERENCE_ENGINE=engine, LOG_LEVEL="warning")
+        server = start_server(
+            Path(tmp), INFERENCE_ENGINE=engine, INFERENCE_PRECISION=precision, QUANTIZE_ON_LOAD="false", LOG_LEVEL="warning"
+        )
         try:
             provider = httpx.get(f"{server.url}/api/health", timeout=10).json()["provider"]
             ready = rss_mib(server.process.pid)
@@ -63,14 +68,18 @@ def measure(engine: str, payloads: list[bytes]) -> tuple[float, float, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engine", action="append", choices=("onnxruntime", "openvino", "auto"))
+    parser.add_argument("--precision", action="append", choices=("auto", "int8", "bf16", "f32"))
     parser.add_argument("--requests", type=int, default=10)
     args = parser.parse_args()
     payloads = photos(args.requests)
     print(f"CPU: {platform.processor() or platform.machine()}, flags: {cpu_flags()}")
-    print(f"{'engine':12} {'provider':28} {'RSS ready':>10} {'RSS after':>10}")
+    print(f"{'engine':12} {'precision':10} {'provider':28} {'RSS ready':>10} {'RSS after':>10}")
     for engine in args.engine or ["onnxruntime", "openvino"]:
-        ready, after, provider = measure(engine, payloads)
-        print(f"{engine:12} {provider:28} {ready:>6.0f} MiB {after:>6.0f} MiB  (after {args.requests} requests)")
+        for precision in args.precision or ["auto"]:
+            ready, after, provider = measure(engine, precision, payloads)
+            print(
+                f"{engine:12} {precision:10} {provider:28} {ready:>6.0f} MiB {after:>6.0f} MiB  (after {args.requests} requests)"
+            )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import pytest
 from onnx import TensorProto, helper
 from PIL import Image
 
+from bgremove.core.engines import ISA_CAP_VARIABLE
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings, load_settings
 from bgremove.jobs_client import API_KEY_ENV, SERVER_ENV
@@ -40,6 +41,7 @@ SHELL_VARIABLES = frozenset(
         "U2NET_HOME",
         "XDG_DATA_HOME",
         "MODEL_CHECKSUM_DISABLED",
+        ISA_CAP_VARIABLE,
     }
 )
 _PULLED_HOME = "BGREMOVE_TESTS_REAL_MODEL_HOME"  # passes REAL_MODEL_HOME to pytest-xdist's workers

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,9 +54,27 @@ class InferenceSession(Protocol):
     def run(self, tensor: NDArray[np.float32]) -> NDArray[np.float32]: ...
 
 
+ISA_CAP_VARIABLE = "ONEDNN_MAX_CPU_ISA"
+# oneDNN's ISA names at or above the first one with bf16 instructions (oneDNN's cpu_isa_t order).
+BF16_ISAS = frozenset(
+    {"AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512_AMX", "ALL"}
+)
+
+
+def isa_cap() -> str | None:
+    """oneDNN's ONEDNN_MAX_CPU_ISA, which holds OpenVINO's kernels below what the CPU has: how a CPU without bf16
+    (AVX512_CORE_VNNI) or without AVX-512 (AVX2) is measured on one that has them. None when unset."""
+    cap = os.environ.get(ISA_CAP_VARIABLE, "").strip().upper()
+    return cap or None
+
+
 @functools.cache
 def cpu_has_bf16() -> bool:
-    """OpenVINO's own report of the CPU's bf16 support (AVX-512 BF16 or AMX); asked once (a Core costs ~0.2 s)."""
+    """OpenVINO's own report of the CPU's bf16 support (AVX-512 BF16 or AMX), unless an ISA cap below bf16 holds
+    the kernels back (OpenVINO still reports the CPU's own capability then); asked once (a Core costs ~0.2 s)."""
+    cap = isa_cap()
+    if cap is not None and cap not in BF16_ISAS:
+        return False
     try:
         import openvino as ov
 
@@ -165,6 +184,9 @@ class OpenVinoFirstOutput:
 
         core = ov.Core()
         if cache_dir is not None:
+            # A blob compiled under an ISA cap would be recompiled (and overwritten) by every uncapped start.
+            cap = isa_cap()
+            cache_dir = cache_dir / f"isa-{cap.lower()}" if cap else cache_dir
             cache_dir.mkdir(parents=True, exist_ok=True)
             core.set_property({"CACHE_DIR": str(cache_dir)})  # compiled blobs: faster second start
         model = core.read_model(str(model_path))

@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -83,6 +83,7 @@ class Verdict:
     validation_images: int = 0
     build_seconds: float = 0.0
     built_at: str = ""
+    gate: dict[str, float] = field(default_factory=dict)  # the thresholds it was judged by (none: before they were kept)
 
     @property
     def iou_drop(self) -> float | None:
@@ -134,9 +135,25 @@ def read_verdict(model_path: Path, sha256: str) -> Verdict | None:
     try:
         saved = json.loads((artifact_dir(model_path, sha256) / VERDICT).read_text())
         saved.pop("iou_drop", None)  # derived, written for readers of the file
-        return Verdict(**saved)
+        verdict = Verdict(**saved)
     except (OSError, ValueError, TypeError):
         return None
+    return _under_todays_gate(verdict)
+
+
+def _under_todays_gate(verdict: Verdict) -> Verdict:
+    """A build judged by a looser gate than today's (or by one not recorded) is judged again by today's from its
+    own numbers: tightening a threshold takes effect on every cached build without quantizing again, and the
+    reason quotes today's thresholds. A build judged at least as strictly stands."""
+    if verdict.mean_alpha_diff is None or verdict.iou_f32 is None or verdict.iou_int8 is None:
+        return verdict  # a build that failed before the gate ran (its reason says why)
+    judged_by = Gate(**verdict.gate) if verdict.gate else None
+    if judged_by is not None and (
+        judged_by.max_mean_alpha_diff <= GATE.max_mean_alpha_diff and judged_by.max_iou_drop <= GATE.max_iou_drop
+    ):
+        return verdict
+    passed, reason = judge(verdict.mean_alpha_diff, verdict.iou_f32, verdict.iou_int8, GATE)
+    return replace(verdict, passed=passed, reason=reason)
 
 
 def model_xml(model_path: Path, sha256: str) -> Path:
@@ -367,19 +384,7 @@ def check_gate(
         iou_f32.append(_iou(masks["f32"] > 0.5, truth))
         iou_int8.append(_iou(masks["int8"] > 0.5, truth))
     diff, f32_iou, int8_iou = statistics.fmean(diffs), statistics.fmean(iou_f32), statistics.fmean(iou_int8)
-    drop = f32_iou - int8_iou
-    failures = []
-    if diff > gate.max_mean_alpha_diff:
-        failures.append(f"mean alpha difference to f32 {diff:.4f} > {gate.max_mean_alpha_diff}")
-    if drop > gate.max_iou_drop:
-        failures.append(f"IoU drop {drop:.4f} > {gate.max_iou_drop} (f32 {f32_iou:.4f}, int8 {int8_iou:.4f})")
-    passed = not failures
-    reason = (
-        f"passed the accuracy gate (mean alpha difference {diff:.4f} <= {gate.max_mean_alpha_diff}, "
-        f"IoU drop {drop:.4f} <= {gate.max_iou_drop})"
-        if passed
-        else "failed the accuracy gate: " + "; ".join(failures)
-    )
+    passed, reason = judge(diff, f32_iou, int8_iou, gate)
     return Verdict(
         passed,
         reason,
@@ -390,6 +395,23 @@ def check_gate(
         iou_int8=round(int8_iou, 5),
         seconds={name: round(statistics.median(values), 4) for name, values in times.items()},
         validation_images=len(items),
+        gate=asdict(gate),
+    )
+
+
+def judge(diff: float, f32_iou: float, int8_iou: float, gate: Gate) -> tuple[bool, str]:
+    """The gate's decision and the sentence the log, `models list` and /api/health give for it."""
+    drop = f32_iou - int8_iou
+    failures = []
+    if diff > gate.max_mean_alpha_diff:
+        failures.append(f"mean alpha difference to f32 {diff:.4f} > {gate.max_mean_alpha_diff}")
+    if drop > gate.max_iou_drop:
+        failures.append(f"IoU drop {drop:.4f} > {gate.max_iou_drop} (f32 {f32_iou:.4f}, int8 {int8_iou:.4f})")
+    if failures:
+        return False, "failed the accuracy gate: " + "; ".join(failures)
+    return True, (
+        f"passed the accuracy gate (mean alpha difference {diff:.4f} <= {gate.max_mean_alpha_diff}, "
+        f"IoU drop {drop:.4f} <= {gate.max_iou_drop})"
     )
 
 

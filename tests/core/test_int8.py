@@ -133,3 +133,23 @@ def test_a_damaged_build_falls_back_to_float(conv_model: Path, tmp_path: Path, m
     loaded = cache.get()
     assert loaded.precision != "int8" and loaded.predict(square_photo()).masks[0].shape == (320, 320)
     assert "the int8 build could not be loaded" in (cache.int8_status() or "")
+
+
+def test_a_build_judged_by_a_looser_gate_is_judged_again_by_todays(conv_model: Path, tmp_path: Path) -> None:
+    """Tightened thresholds apply to builds already on disk: their own numbers are judged again, no new build."""
+    model = copy_of(conv_model, tmp_path / "older")
+    sha = file_sha256(model)
+    shutil.copytree(int8.artifact_dir(conv_model, sha), int8.artifact_dir(model, sha))
+    verdict_file = int8.artifact_dir(model, sha) / int8.VERDICT
+    saved = json.loads(verdict_file.read_text())
+    too_far = int8.GATE.max_mean_alpha_diff * 2  # passed an older, looser gate; fails today's
+    verdict_file.write_text(json.dumps({**saved, "mean_alpha_diff": too_far, "passed": True, "gate": {}}))
+    verdict = int8.read_verdict(model, sha)
+    assert verdict is not None and not verdict.passed
+    assert f"> {int8.GATE.max_mean_alpha_diff}" in verdict.reason
+    base = choose_engine("openvino", "auto")
+    assert int8.plan(model, base, "openvino", "auto").state == "failed"
+    strict = {"max_mean_alpha_diff": 0.0, "max_iou_drop": -1.0}  # judged more strictly than today: the verdict stands
+    verdict_file.write_text(json.dumps({**saved, "passed": False, "reason": "failed the accuracy gate: strict", "gate": strict}))
+    kept = int8.read_verdict(model, sha)
+    assert kept is not None and not kept.passed and kept.reason == "failed the accuracy gate: strict"

@@ -223,3 +223,33 @@ def test_health_names_the_source_really_in_use(make_settings, release_at, monkey
         "GitHub failed: the connection was refused)",
     ]
     assert store.is_on_disk("isnet-general-use", settings)
+
+
+def test_an_isa_cap_below_bf16_means_no_bf16(monkeypatch):
+    """Held to AVX2 or to VNNI without bf16, the CPU is treated as one without bf16 (OpenVINO's own report still
+    says BF16 then), so `auto` picks what such a CPU would run."""
+    for cap, expected in (("avx2", False), ("AVX512_CORE_VNNI", False), ("AVX512_CORE_AMX", engines.cpu_has_bf16())):
+        monkeypatch.setenv(engines.ISA_CAP_VARIABLE, cap)
+        engines.cpu_has_bf16.cache_clear()
+        try:
+            assert engines.cpu_has_bf16() is expected, cap
+        finally:
+            engines.cpu_has_bf16.cache_clear()
+    monkeypatch.delenv(engines.ISA_CAP_VARIABLE)
+    monkeypatch.setenv(engines.ISA_CAP_VARIABLE, "AVX2")
+    engines.cpu_has_bf16.cache_clear()
+    try:
+        assert engines.choose_engine("auto", "auto").label == "CPUExecutionProvider"
+    finally:
+        engines.cpu_has_bf16.cache_clear()
+
+
+def test_blobs_compiled_under_an_isa_cap_are_cached_apart(monkeypatch, tmp_path, tiny_model):
+    """A capped start must not overwrite the uncapped start's compiled blob (each would recompile the other's)."""
+    cache_dir = tmp_path / "openvino-cache"
+    engines.OpenVinoFirstOutput(tiny_model, "f32", cache_dir)
+    plain = {p.name for p in cache_dir.glob("*.blob")}
+    monkeypatch.setenv(engines.ISA_CAP_VARIABLE, "AVX2")
+    engines.OpenVinoFirstOutput(tiny_model, "f32", cache_dir)
+    assert plain and {p.name for p in cache_dir.glob("*.blob")} == plain
+    assert list((cache_dir / "isa-avx2").glob("*.blob"))
