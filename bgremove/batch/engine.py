@@ -13,7 +13,7 @@ import logging
 import re
 import time
 import zipfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -185,21 +185,17 @@ def run_batch(
     cache: SessionCache,
     bg_image: bytes | None = None,
     photo_images: Mapping[str, bytes] | None = None,
-    on_start: Callable[[int], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
 ) -> Iterator[ItemResult]:
     """Process `inputs` with BATCH_CONCURRENCY workers; yield each result as it finishes.
 
-    At most 2 x workers items are in flight, so a huge folder never holds all its bytes in memory.
-    `should_stop` (checked before each item starts) lets a job be cancelled within one item.
+    At most 2 x workers items are in flight, so a huge folder never holds all its bytes in memory. (Jobs, which
+    must stop within one item and commit in order, run through `prefetch.overlapped` instead.)
     """
     names = output_names((item.name for item in inputs), output_extension(options))
     workers = settings.batch_concurrency
     ahead = ReadAhead(inputs, BatchInput.in_memory)  # the next files are read while these run
 
     def work(index: int) -> ItemResult:
-        if on_start is not None:
-            on_start(index)
         return process_item(
             ahead.take(index),
             options,
@@ -215,7 +211,7 @@ def run_batch(
         pending: set[Future[ItemResult]] = set()
         next_index = 0
         while next_index < len(inputs) or pending:
-            while next_index < len(inputs) and len(pending) < 2 * workers and not (should_stop and should_stop()):
+            while next_index < len(inputs) and len(pending) < 2 * workers:
                 pending.add(pool.submit(work, next_index))
                 next_index += 1
             if not pending:

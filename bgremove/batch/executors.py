@@ -6,7 +6,8 @@ per-item function and error boundary as every door). It stops starting items as 
 says so; what the caller does with a result (write it, commit it) happens between two results, so a caller's
 crash-safety ordering holds whichever executor runs the items.
 
-- `LocalExecutor`: one item after another in the calling thread (a job worker), through the caller's cache.
+- `LocalExecutor`: BATCH_CONCURRENCY items at once in this process (one in the model while the next decodes and
+  the last encodes), yielded in order, through the caller's cache.
 - `RayExecutor`: items as Ray tasks, a few in flight per cluster CPU; the input bytes travel with the task and
   the output bytes come back in its result.
 
@@ -31,7 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bgremove.batch.engine import BatchInput, ItemResult, process_item
-from bgremove.batch.prefetch import ReadAhead
+from bgremove.batch.prefetch import ReadAhead, overlapped
 from bgremove.core.errors import BgRemoveError
 from bgremove.core.options import RemovalOptions
 from bgremove.core.sessions import SessionCache
@@ -75,7 +76,8 @@ class ItemExecutor(Protocol):
 
 
 class LocalExecutor:
-    """Items one after another in the calling thread, through `cache` (the job runner passes its BackgroundCache)."""
+    """Items in this process, BATCH_CONCURRENCY at once (`prefetch.overlapped`), in order, through `cache` (the job
+    runner passes its BackgroundCache)."""
 
     def __init__(self, settings: Settings, cache: SessionCache) -> None:
         self.settings = settings
@@ -92,11 +94,11 @@ class LocalExecutor:
     ) -> Iterator[ItemResult]:
         items = list(work)
         sources = [BatchInput(item.name, path=item.path) for item in items]
-        with ReadAhead(sources, BatchInput.in_memory) as ahead:  # the next files are read while this one runs
-            for number, item in enumerate(items):
-                if not should_continue():
-                    return
-                yield process_item(
+        with ReadAhead(sources, BatchInput.in_memory) as ahead:  # the next files are read while these run
+
+            def run_one(number: int) -> ItemResult:
+                item = items[number]
+                return process_item(
                     ahead.take(number),
                     options,
                     settings=self.settings,
@@ -106,6 +108,8 @@ class LocalExecutor:
                     bg_image=bg_image,
                     photo_images=photo_images,
                 )
+
+            yield from overlapped(len(items), run_one, window=self.settings.batch_concurrency, should_continue=should_continue)
 
 
 class RayExecutor:

@@ -6,15 +6,18 @@ the file itself, which on a network disk or a cold cache can take as long as the
 loads the bytes of the next `depth` items, so a worker starts decoding the moment it is free. Memory stays
 bounded: at most `depth` items are held read but not yet taken, whatever the size of the folder.
 
-Jobs run one item at a time (so a cancel stops within one item); `run_in_order` gives them the same read-ahead
-and writes each result durably on a writer thread while the next item runs. (Ray's actors still read,
-run and write each row in turn: overlapping them there is left to Ray Data's own scheduling.)
+Jobs run BATCH_CONCURRENCY items at once through `overlapped` (one decodes or encodes while the other is in the
+model), yielded in input order, and `commit_behind` writes each result durably on a writer thread while the next
+items run. A cancel still takes effect within one item: no item starts once the job is stopped, the item that was
+in the model is finished and kept (as the lone item was before), and the results of items that were only decoding
+are dropped (they stay to do, and a resumed job runs them again).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 from typing import Generic, TypeVar
@@ -80,3 +83,26 @@ def commit_behind(results: Iterable[Result], commit: Callable[[Result], None]) -
             previous = writer.submit(commit, result)
         if previous is not None:
             previous.result()
+
+
+def overlapped(count: int, run: Callable[[int], Result], *, window: int, should_continue: Callable[[], bool]) -> Iterator[Result]:
+    """`run(0)` ... `run(count - 1)`, up to `window` at once, yielded in input order.
+
+    The model takes one pass at a time, so with a window of 2 the next item decodes (and the last one encodes)
+    while the current one is in the model. An item starts only while `should_continue()`, asked after each yield,
+    holds; once it does not, the result just yielded (the oldest item, the one in the model when the stop came) is
+    the last: items still running finish before this returns and their results are dropped. At most `window` items
+    are held, whatever `count` is."""
+    with ThreadPoolExecutor(max_workers=max(1, window), thread_name_prefix="bgremove-item") as pool:
+        running: deque[Future[Result]] = deque()
+        started = 0
+        while True:
+            while started < count and len(running) < max(1, window) and should_continue():
+                running.append(pool.submit(run, started))
+                started += 1
+            if not running:
+                return
+            result = running.popleft().result()
+            yield result
+            if not should_continue():
+                return

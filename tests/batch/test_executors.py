@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,15 +28,63 @@ def work_in(folder: Path) -> list[ItemWork]:
     return work
 
 
-def test_the_local_executor_starts_no_item_once_told_to_stop(settings: Settings, cache: SessionCache, tmp_path: Path) -> None:
+def test_one_at_a_time_the_local_executor_starts_no_item_once_told_to_stop(make_settings, tmp_path: Path) -> None:
+    settings = make_settings(BATCH_CONCURRENCY="1")
     taken: list[int] = []
-    results = LocalExecutor(settings, cache).run(
+    results = LocalExecutor(settings, SessionCache(settings)).run(
         work_in(tmp_path / "in"), RemovalOptions(), bg_image=None, should_continue=lambda: len(taken) < 2
     )
     for result in results:
         taken.append(result.index)
     assert taken == [0, 1]
-    assert isinstance(executor_for(settings, cache), LocalExecutor)
+    assert isinstance(executor_for(settings, SessionCache(settings)), LocalExecutor)
+
+
+def started_items(monkeypatch: pytest.MonkeyPatch, barrier: threading.Barrier | None = None) -> list[int]:
+    """Record each item as it starts (and, with `barrier`, hold it there until another item has started too)."""
+    from bgremove.batch import executors
+
+    started: list[int] = []
+    real = executors.process_item
+
+    def recording(item, options, **keywords):  # type: ignore[no-untyped-def]
+        started.append(keywords["index"])
+        if barrier is not None:
+            barrier.wait()  # broken (an error) unless a second item runs at the same time
+        return real(item, options, **keywords)
+
+    monkeypatch.setattr(executors, "process_item", recording)
+    return started
+
+
+def test_the_next_item_runs_while_the_current_one_does(
+    settings: Settings, cache: SessionCache, tmp_path: Path, monkeypatch
+) -> None:
+    """Two items in progress at once (one decodes or encodes while the other is in the model), results in order."""
+    started_items(monkeypatch, threading.Barrier(settings.batch_concurrency, timeout=30))
+    results = list(
+        LocalExecutor(settings, cache).run(
+            work_in(tmp_path / "in"), RemovalOptions(), bg_image=None, should_continue=lambda: True
+        )
+    )
+    assert settings.batch_concurrency == 2
+    assert [r.index for r in results] == [0, 1, 2, 3]
+    assert [r.status for r in results] == ["completed", "completed", "failed", "completed"]  # 2 is the broken file
+
+
+def test_after_a_stop_no_item_starts_and_running_ones_are_dropped(
+    settings: Settings, cache: SessionCache, tmp_path: Path, monkeypatch
+) -> None:
+    """Two at a time, a stop once item 1 is handed over: item 2 was already running (it finishes, its result is
+    dropped, so a job keeps it to do), item 3 never starts."""
+    started = started_items(monkeypatch)
+    taken: list[int] = []
+    for result in LocalExecutor(settings, cache).run(
+        work_in(tmp_path / "in"), RemovalOptions(), bg_image=None, should_continue=lambda: len(taken) < 2
+    ):
+        taken.append(result.index)
+    assert taken == [0, 1]
+    assert sorted(started) == [0, 1, 2]
 
 
 @pytest.mark.slow
