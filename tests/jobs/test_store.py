@@ -144,3 +144,32 @@ def test_jobs_let_waiting_interactive_requests_go_first(jobs_settings: Callable[
     waiter.join(10)
     worker.join(10)
     assert order == ["interactive", "job"]
+
+
+def test_a_job_running_two_items_leaves_the_interactive_slot_free(jobs_settings: Callable[..., Settings]) -> None:
+    """Job workers are sized to leave one slot for interactive requests; a worker's two item threads hold one."""
+    cache = SessionCache(jobs_settings(MAX_CONCURRENT_INFERENCES="2"))
+    background = BackgroundCache(cache, threading.Event(), holders=1)  # one job worker
+    inside = threading.Event()
+    release = threading.Event()
+    entered: list[str] = []
+
+    def item(name: str) -> None:
+        with background.inference_slot():
+            entered.append(name)
+            inside.set()
+            release.wait(10)
+
+    first = threading.Thread(target=item, args=("first",))
+    first.start()
+    assert inside.wait(10)
+    second = threading.Thread(target=item, args=("second",))
+    second.start()
+    second.join(0.2)
+    assert entered == ["first"], "the second item thread took a slot of its own"
+    assert cache._slots.acquire(blocking=False), "no slot left for an interactive request"
+    cache._slots.release()
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert entered == ["first", "second"]

@@ -24,15 +24,25 @@ class BackgroundCache:
     once; when slots run short (MAX_CONCURRENT_INFERENCES=1, or several doors busy) it waits at most for the one
     forward pass a job already started, and the job then steps aside until nobody is waiting.
 
+    A job runs two items at once (one decodes while the other is in the model), so job threads could ask for
+    twice the slots their workers were sized for and leave none free: at most `holders` job threads (one per job
+    worker) wait for or hold a slot; the others wait here first.
+
     Job threads run at a lower CPU priority (`lower_thread_priority`). Threads inherit it from the thread that
     creates them, so models are loaded on `loader`, a thread at normal priority: an engine's thread pool built
     during a load must not be slowed down for the interactive requests that share it.
     """
 
     def __init__(
-        self, cache: SessionCache, stopping: threading.Event, pause: float = 0.02, loader: ThreadPoolExecutor | None = None
+        self,
+        cache: SessionCache,
+        stopping: threading.Event,
+        pause: float = 0.02,
+        loader: ThreadPoolExecutor | None = None,
+        holders: int = 1,
     ) -> None:
         self._cache = cache
+        self._holders = threading.BoundedSemaphore(max(1, holders))
         self._stopping = stopping
         self._pause = pause
         self._loader = loader
@@ -58,21 +68,22 @@ class BackgroundCache:
 
     @contextlib.contextmanager
     def inference_slot(self) -> Iterator[None]:
-        while self.interactive_waiting() > 0 and not self._stopping.is_set():
-            time.sleep(self._pause)
-        with self._lock:
-            self._job_waiters += 1
-        counted = True
-        try:
-            with self._cache.inference_slot():
-                with self._lock:
-                    self._job_waiters -= 1
-                counted = False
-                yield
-        finally:
-            if counted:
-                with self._lock:
-                    self._job_waiters -= 1
+        with self._holders:  # first: a job thread that waited here still lets a newer interactive request go first
+            while self.interactive_waiting() > 0 and not self._stopping.is_set():
+                time.sleep(self._pause)
+            with self._lock:
+                self._job_waiters += 1
+            counted = True
+            try:
+                with self._cache.inference_slot():
+                    with self._lock:
+                        self._job_waiters -= 1
+                    counted = False
+                    yield
+            finally:
+                if counted:
+                    with self._lock:
+                        self._job_waiters -= 1
 
     def __getattr__(self, name: str) -> Any:  # anything else the pipeline may ask of the cache
         return getattr(self._cache, name)

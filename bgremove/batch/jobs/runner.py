@@ -66,7 +66,7 @@ class JobRunner:
         self._active_lock = threading.Lock()
         self._lock_file: IO[bytes] | None = None
         self._loader: ThreadPoolExecutor | None = None
-        self.job_cache = BackgroundCache(cache, self._stopping)
+        self.job_cache = BackgroundCache(cache, self._stopping, holders=self.workers)
         self.executor = executor_for(settings, self.job_cache, poll_seconds=poll_seconds)  # type: ignore[arg-type]
 
     @property
@@ -87,7 +87,7 @@ class JobRunner:
         # The loader's thread is created here, at the caller's priority (see BackgroundCache), not by a job thread.
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bgremove-job-loader")
         self._loader.submit(lambda: None).result()
-        self.job_cache = BackgroundCache(self.cache, self._stopping, loader=self._loader)
+        self.job_cache = BackgroundCache(self.cache, self._stopping, loader=self._loader, holders=self.workers)
         self.executor = executor_for(self.settings, self.job_cache, poll_seconds=self.poll_seconds)  # type: ignore[arg-type]
         for number in range(self.workers):
             self._threads.append(threading.Thread(target=self._work_loop, name=f"bgremove-job-{number}", daemon=True))
