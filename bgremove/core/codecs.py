@@ -14,6 +14,7 @@ import logging
 import re
 import struct
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import PurePath
@@ -38,6 +39,11 @@ MEDIA_TYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp", "z
 WEBP_METHOD = 2
 _RGB_MODES = frozenset({"RGB", "RGBA", "RGBa", "RGBX", "P", "PA"})  # pixels an RGB profile describes as they are
 _GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+_DRAFT_MODES = frozenset({"RGB", "L"})  # see `_draft`
+_SWAPS_AXES = frozenset({5, 6, 7, 8})  # EXIF orientations that turn the stored photo by 90 degrees
+
+# Given the photo's upright size (w, h), the smallest upright size its pixels may be decoded at; None: full size.
+SizeFloor = Callable[[int, int], tuple[int, int] | None]
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,12 @@ class DecodedImage:
 
     image: Image.Image
     icc_profile: bytes | None = field(default=None, repr=False)
+    full_size: tuple[int, int] | None = None  # the upright size of the photo when `image` was decoded smaller
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The photo's upright size (w, h), whatever size its pixels were decoded at."""
+        return self.full_size or self.image.size
 
 
 @dataclass(frozen=True)
@@ -96,16 +108,19 @@ def sniff_format(data: bytes) -> str:
 # --- decoding -------------------------------------------------------------------------------------------------
 
 
-def decode_image(data: bytes, label: str, settings: Settings) -> DecodedImage:
+def decode_image(data: bytes, label: str, settings: Settings, *, floor: SizeFloor | None = None) -> DecodedImage:
     """Check size and format, decode under the pixel limit, honour EXIF orientation, colour-manage, normalise the mode.
 
+    `floor` lets a JPEG be decoded smaller than it is (see `_draft`); every check still sees its real size.
     Raises ImageTooLarge, CorruptImage or UnsupportedFormat with a message naming `label`.
     """
-    image = _open(data, label, settings)
+    image, full_size = _open(data, label, settings, floor)
     icc = image.info.get("icc_profile")
     image = _apply_exif_orientation(image, label)
     image, profile = _colour_manage(image, icc if isinstance(icc, bytes) else None, label)
     image.info = {}  # no EXIF/GPS/XMP/comments travel further (and PNG's encoder would copy an icc_profile from info)
+    if full_size is not None and image.size != full_size:
+        return DecodedImage(image=image, icc_profile=profile, full_size=full_size)
     return DecodedImage(image=image, icc_profile=profile)
 
 
@@ -127,7 +142,10 @@ def decode_background(data: bytes, label: str, settings: Settings, *, target_pro
         return decoded.image
 
 
-def _open(data: bytes, label: str, settings: Settings) -> Image.Image:
+def _open(
+    data: bytes, label: str, settings: Settings, floor: SizeFloor | None = None
+) -> tuple[Image.Image, tuple[int, int] | None]:
+    """The image under the byte, format and pixel limits, loaded; with `floor`, also its upright size if drafted."""
     if len(data) > settings.max_image_bytes:
         raise ImageTooLarge(
             f"{label} is {len(data) / 1e6:.1f} MB; the limit is {settings.max_image_size_mb:g} MB.",
@@ -154,10 +172,37 @@ def _open(data: bytes, label: str, settings: Settings) -> Image.Image:
                 hint="Downscale the image or raise MAX_IMAGE_PIXELS.",
             )
         image.seek(0)  # animated WebP/PNG: the first frame
+        full_size = _draft(image, floor) if floor is not None and fmt == "JPEG" else None
         image.load()
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error) as exc:  # Pillow's decode errors
         raise CorruptImage(f"{label} looks like {fmt} but cannot be decoded ({_reason(exc)}).") from exc
-    return image
+    return image, full_size
+
+
+def _draft(image: Image.Image, floor: SizeFloor) -> tuple[int, int] | None:
+    """Ask libjpeg to decode at 1/2, 1/4 or 1/8 scale (its DCT scaling: less work, not a resize) when `floor` allows.
+
+    Returns the photo's upright size when a draft was set, None when it decodes at full size. `floor` speaks of the
+    upright photo while libjpeg decodes the stored one, so an EXIF orientation that turns it swaps the axes; an
+    unreadable EXIF block keeps the full decode (the photo then stays as stored, see `_apply_exif_orientation`).
+    Only YCbCr (RGB) and greyscale JPEGs: CMYK ones are rare (print work), go through a CMYK->sRGB transform and
+    stay on the full path. Pillow picks the smallest scale whose result is at least the size asked on both axes.
+    """
+    if image.mode not in _DRAFT_MODES:
+        return None
+    try:
+        turned = image.getexif().get(0x0112) in _SWAPS_AXES
+    except (OSError, SyntaxError, ValueError, TypeError, KeyError, struct.error):
+        return None
+    upright = (image.height, image.width) if turned else (image.width, image.height)
+    wanted = floor(*upright)
+    if wanted is None:
+        return None
+    stored = (wanted[1], wanted[0]) if turned else wanted
+    if min(image.width // max(stored[0], 1), image.height // max(stored[1], 1)) < 2:
+        return None  # no DCT scale keeps the size asked
+    image.draft(image.mode, stored)
+    return upright
 
 
 def _read_header(data: bytes, fmt: str) -> Image.Image:
