@@ -112,6 +112,16 @@ def test_a_turned_photo_is_drafted_along_its_upright_axes(settings: Settings, ca
     assert_same_cutout(drafted, run(upright, settings, cache, "upright.png", **options))
 
 
+def test_a_multi_picture_jpeg_is_drafted_on_its_first_picture(settings: Settings) -> None:
+    """Phones write MPO files (a JPEG with more pictures after it): the photo is the first one."""
+    buffer = io.BytesIO()
+    Image.new("RGB", BIG, "red").save(buffer, "MPO", save_all=True, append_images=[Image.new("RGB", BIG, "blue")])
+    decoded = decode(buffer.getvalue(), "phone.jpg", parse_options({"size": "preview"}), settings)
+    assert (decoded.image.size, decoded.size) == ((1200, 1050), BIG)
+    red, green, blue = decoded.image.getpixel((600, 500))  # type: ignore[misc]
+    assert red > 240 and green < 15 and blue < 15
+
+
 IN_EFFECT: dict[str, Any] = {
     "crop": True,
     "crop_margin": "20px",
