@@ -183,9 +183,9 @@ def working_size(width: int, height: int, options: RemovalOptions) -> tuple[int,
 
     A `size` budget on the whole photo fixes the output size before that work, so it runs at the output size
     instead of at full size followed by a shrink: for size=preview on a 12 MP photo, a fiftieth of the pixels (and a
-    big JPEG is decoded smaller, see `decode_floor`). An option tagged as changing the geometry (the output then depends on the
-    subject's box) or as measured in input pixels (matting's erode size, the smoothing kernel, a roi in px) keeps
-    the full size while it is in effect, so it means what it says.
+    big JPEG is decoded smaller, see `decode_floor`). An option tagged as changing the geometry (the output then
+    depends on the subject's box) or as measured in input pixels (matting's erode size, the smoothing kernel, a roi
+    in px) keeps the full size while it is in effect, so it means what it says.
     """
     if any(in_effect(options, name) for name in FULL_SIZE_OPTIONS):
         return width, height
