@@ -14,12 +14,13 @@ import logging
 import re
 import struct
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import PurePath
 
 import numpy as np
-from PIL import Image, ImageCms, ImageOps
+from PIL import ExifTags, Image, ImageCms, ImageOps
 
 from bgremove.core.compose import Composition
 from bgremove.core.errors import CorruptImage, ImageTooLarge, UnsupportedFormat
@@ -38,6 +39,11 @@ MEDIA_TYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp", "z
 WEBP_METHOD = 2
 _RGB_MODES = frozenset({"RGB", "RGBA", "RGBa", "RGBX", "P", "PA"})  # pixels an RGB profile describes as they are
 _GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+_DRAFT_MODES = frozenset({"RGB", "L"})  # see `_draft`
+_SWAPS_AXES = frozenset({5, 6, 7, 8})  # EXIF orientations that turn the stored photo by 90 degrees
+
+# Given the photo's upright size (w, h), the smallest upright size its pixels may be decoded at; None: full size.
+SizeFloor = Callable[[int, int], tuple[int, int] | None]
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,12 @@ class DecodedImage:
 
     image: Image.Image
     icc_profile: bytes | None = field(default=None, repr=False)
+    full_size: tuple[int, int] | None = None  # the photo's upright size when `image` was decoded smaller (a JPEG draft)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The photo's upright size (w, h), whatever size its pixels were decoded at."""
+        return self.full_size or self.image.size
 
 
 @dataclass(frozen=True)
@@ -96,17 +108,19 @@ def sniff_format(data: bytes) -> str:
 # --- decoding -------------------------------------------------------------------------------------------------
 
 
-def decode_image(data: bytes, label: str, settings: Settings) -> DecodedImage:
+def decode_image(data: bytes, label: str, settings: Settings, *, floor: SizeFloor | None = None) -> DecodedImage:
     """Check size and format, decode under the pixel limit, honour EXIF orientation, colour-manage, normalise the mode.
 
+    `floor` lets a JPEG be decoded smaller than it is (see `_draft`); every check still sees its real size.
     Raises ImageTooLarge, CorruptImage or UnsupportedFormat with a message naming `label`.
     """
-    image = _open(data, label, settings)
+    image, stored = _open(data, label, settings, floor)
     icc = image.info.get("icc_profile")
-    image = _apply_exif_orientation(image, label)
+    image, turned = _apply_exif_orientation(image, label)
     image, profile = _colour_manage(image, icc if isinstance(icc, bytes) else None, label)
     image.info = {}  # no EXIF/GPS/XMP/comments travel further (and PNG's encoder would copy an icc_profile from info)
-    return DecodedImage(image=image, icc_profile=profile)
+    full_size = None if stored is None else (stored[1], stored[0]) if turned else stored
+    return DecodedImage(image=image, icc_profile=profile, full_size=full_size)
 
 
 def decode_background(data: bytes, label: str, settings: Settings, *, target_profile: bytes | None = None) -> Image.Image:
@@ -127,7 +141,10 @@ def decode_background(data: bytes, label: str, settings: Settings, *, target_pro
         return decoded.image
 
 
-def _open(data: bytes, label: str, settings: Settings) -> Image.Image:
+def _open(
+    data: bytes, label: str, settings: Settings, floor: SizeFloor | None = None
+) -> tuple[Image.Image, tuple[int, int] | None]:
+    """The image under the byte, format and pixel limits, loaded; and its stored size when it was decoded smaller."""
     if len(data) > settings.max_image_bytes:
         raise ImageTooLarge(
             f"{label} is {len(data) / 1e6:.1f} MB; the limit is {settings.max_image_size_mb:g} MB.",
@@ -154,10 +171,42 @@ def _open(data: bytes, label: str, settings: Settings) -> Image.Image:
                 hint="Downscale the image or raise MAX_IMAGE_PIXELS.",
             )
         image.seek(0)  # animated WebP/PNG: the first frame
+        stored = image.size
+        drafted = floor is not None and fmt == "JPEG" and _draft(image, floor)
         image.load()
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error) as exc:  # Pillow's decode errors
         raise CorruptImage(f"{label} looks like {fmt} but cannot be decoded ({_reason(exc)}).") from exc
-    return image
+    return image, stored if drafted else None
+
+
+def _draft(image: Image.Image, floor: SizeFloor) -> bool:
+    """Ask libjpeg to decode at 1/2, 1/4 or 1/8 scale (its DCT scaling: less work, not a resize) when `floor` allows.
+
+    `floor` speaks of the upright photo while libjpeg decodes the stored one, so an EXIF orientation that turns it
+    swaps the axes; an unreadable EXIF block keeps the full decode. Only YCbCr (RGB) and greyscale JPEGs: CMYK ones
+    are rare (print work), go through a CMYK->sRGB transform and stay on the full path. Pillow picks the smallest
+    scale whose result is at least the size asked on both axes. Returns whether a draft was set.
+    """
+    if image.mode not in _DRAFT_MODES:
+        return False
+    try:
+        turned = _turns(image)
+    except (OSError, SyntaxError, ValueError, TypeError, KeyError, struct.error):
+        return False
+    upright = (image.height, image.width) if turned else (image.width, image.height)
+    wanted = floor(*upright)
+    if wanted is None:
+        return False
+    stored = (wanted[1], wanted[0]) if turned else wanted
+    if min(image.width // max(stored[0], 1), image.height // max(stored[1], 1)) < 2:
+        return False  # no DCT scale keeps the size asked
+    image.draft(image.mode, stored)
+    return True
+
+
+def _turns(image: Image.Image) -> bool:
+    """Whether the image's EXIF orientation (the one `ImageOps.exif_transpose` reads) turns it by 90 degrees."""
+    return image.getexif().get(ExifTags.Base.Orientation) in _SWAPS_AXES
 
 
 def _read_header(data: bytes, fmt: str) -> Image.Image:
@@ -173,13 +222,14 @@ def _read_header(data: bytes, fmt: str) -> Image.Image:
     return factory(io.BytesIO(data), "")
 
 
-def _apply_exif_orientation(image: Image.Image, label: str) -> Image.Image:
+def _apply_exif_orientation(image: Image.Image, label: str) -> tuple[Image.Image, bool]:
+    """The image upright, and whether that turned it by 90 degrees."""
     try:
-        return ImageOps.exif_transpose(image)
+        return ImageOps.exif_transpose(image), _turns(image)
     except (OSError, SyntaxError, ValueError, TypeError, KeyError) as exc:
         # A damaged EXIF block should not cost the user the photo: keep the stored orientation.
         log.warning("Ignoring unreadable EXIF orientation of %s: %s", label, exc)
-        return image
+        return image, False
 
 
 def normalise_mode(image: Image.Image) -> Image.Image:

@@ -1,6 +1,7 @@
 """Bytes in, a finished output out: the one path every door (REST, remove.bg layer, UI, CLI, batch, jobs) uses.
 
-decode (limits, EXIF orientation, colour profile) -> model prediction (float, model resolution)
+decode (limits, EXIF orientation, colour profile; a big JPEG at reduced size when the output allows it, see
+`decode_floor`) -> model prediction (float, model resolution)
 -> confidence / no-subject signal -> alpha at full resolution (or straight at the output size when a `size`
 budget alone shrinks the photo, see `working_size`) -> touch-up strokes (keep_mask / remove_mask, see
 `touchup`) -> optional smoothing / alpha matting
@@ -22,7 +23,7 @@ from bgremove.core import codecs, compose, edges, matting, touchup
 from bgremove.core.observability import INFERENCE
 from bgremove.core.options import RemovalOptions, Tag, in_effect, tagged
 from bgremove.core.predictions import photo_key
-from bgremove.core.registry import Prediction, is_custom_model
+from bgremove.core.registry import CATALOG, FAMILIES, Prediction, is_custom_model
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings
 
@@ -112,12 +113,12 @@ def remove_background(
     started = time.perf_counter()
     stages: dict[str, float] = {}
 
-    decoded = codecs.decode_image(data, label, settings)
+    decoded = decode(data, label, options, settings)
     background = (
         codecs.decode_background(bg_image, "bg_image", settings, target_profile=decoded.icc_profile) if bg_image else None
     )
     image = decoded.image
-    hints = touchup.read_hints(keep_mask, remove_mask, image.size, settings)  # refused before the model runs
+    hints = touchup.read_hints(keep_mask, remove_mask, decoded.size, settings)  # refused before the model runs
     rgb = np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
     stages["decode"] = _lap(started)
 
@@ -132,7 +133,7 @@ def remove_background(
             return loaded.predict(image if image.mode == "RGB" else image.convert("RGB"))
 
     # The same photo again (another background, format or crop; touch-up strokes) reuses its prediction.
-    key = photo_key(data, loaded.name, loaded.provider)
+    key = photo_key(data, loaded.name, loaded.provider, image.size if decoded.full_size else None)
     prediction, reused = cache.predictions.get_or_compute(key, forward_pass)
     stages["mask"] = _lap(mark)
     if not reused:
@@ -141,7 +142,7 @@ def remove_background(
     mark = time.perf_counter()
     confidence, found = edges.subject_confidence(prediction.raw)
     input_alpha = np.asarray(image.getchannel("A"), dtype=np.float32) / 255.0 if image.mode == "RGBA" else None
-    rgb, input_alpha = _at_working_size(rgb, input_alpha, options)
+    rgb, input_alpha = _at_working_size(rgb, input_alpha, working_size(*decoded.size, options))
     marks = hints.at(rgb.shape[1], rgb.shape[0]) if hints else None
     alphas = [_alpha(mask, rgb, input_alpha, options, marks) for mask in prediction.masks]
     stages["alpha"] = _lap(mark)
@@ -181,21 +182,47 @@ def working_size(width: int, height: int, options: RemovalOptions) -> tuple[int,
     """The size the alpha, the colours and the composite are computed at.
 
     A `size` budget on the whole photo fixes the output size before that work, so it runs at the output size
-    instead of at full size followed by a shrink: for size=preview on a 12 MP photo, a fiftieth of the pixels. The
-    model still sees the full photo. An option tagged as changing the geometry (the output then depends on the
-    subject's box) or as measured in input pixels (matting's erode size, the smoothing kernel, a roi in px) keeps
-    the full size while it is in effect, so it means what it says.
+    instead of at full size followed by a shrink: for size=preview on a 12 MP photo, a fiftieth of the pixels (and a
+    big JPEG is decoded smaller, see `decode_floor`). An option tagged as changing the geometry (the output then
+    depends on the subject's box) or as measured in input pixels (matting's erode size, the smoothing kernel, a roi
+    in px) keeps the full size while it is in effect, so it means what it says.
     """
     if any(in_effect(options, name) for name in FULL_SIZE_OPTIONS):
         return width, height
     return compose.output_size(width, height, options.size)
 
 
+def decode(data: bytes, label: str, options: RemovalOptions, settings: Settings) -> codecs.DecodedImage:
+    """The photo, decoded at the smallest size `options` allow (see `decode_floor`) under every usual check."""
+    side = model_side(options.model, settings)
+    return codecs.decode_image(data, label, settings, floor=lambda width, height: decode_floor(width, height, options, side))
+
+
+def decode_floor(width: int, height: int, options: RemovalOptions, side: int) -> tuple[int, int] | None:
+    """The smallest size a photo of (width, height) may be decoded at for `options`; None: its full size.
+
+    A big JPEG decoded smaller (libjpeg's DCT scaling, see `codecs._draft`) saves most of the decode and every
+    full-size array after it, and changes nothing asked for as long as no consumer of its pixels is upscaled from
+    it: the model, which squashes the photo to its square input of `side` px, and the alpha / colour / compose
+    work at `working_size`. So only below the full size (a `size` budget, no option that needs the full photo) and
+    never under `side` on either axis. The output size is still computed from the photo's real size.
+    """
+    work = working_size(width, height, options)
+    if work == (width, height):
+        return None
+    return max(work[0], side), max(work[1], side)
+
+
+def model_side(name: str | None, settings: Settings) -> int:
+    """The input side of the model a request names, known before it loads (a custom or unknown name: the largest)."""
+    spec = CATALOG.get((name or settings.model_name).strip())
+    return spec.input_size if spec is not None else max(family.side for family in FAMILIES.values())
+
+
 def _at_working_size(
-    rgb: np.ndarray, input_alpha: np.ndarray | None, options: RemovalOptions
+    rgb: np.ndarray, input_alpha: np.ndarray | None, size: tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """The photo (and its own transparency) shrunk to `working_size`; the same arrays when that is the full size."""
-    size = working_size(rgb.shape[1], rgb.shape[0], options)
+    """The photo (and its own transparency) shrunk to `size` (see `working_size`); the same arrays at their own size."""
     if size == (rgb.shape[1], rgb.shape[0]):
         return rgb, input_alpha
     if input_alpha is None:

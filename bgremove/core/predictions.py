@@ -16,9 +16,15 @@ from collections.abc import Callable
 from bgremove.core.registry import Prediction
 
 
-def photo_key(data: bytes, model: str, runs_on: str) -> str:
-    """The cache key of one photo's prediction by one model on one engine."""
-    return f"{hashlib.sha256(data).hexdigest()}:{model}:{runs_on}"
+def photo_key(data: bytes, model: str, runs_on: str, decoded_at: tuple[int, int] | None = None) -> str:
+    """The cache key of one photo's prediction by one model on one engine.
+
+    `decoded_at`: the size the pixels were decoded at when smaller than the photo (a JPEG draft, see
+    `pipeline.decode_floor`). The model then sees slightly different pixels, so that prediction is kept apart from
+    the full decode's: a full-size request never gets a draft's mask, and each is the same whatever came first.
+    """
+    key = f"{hashlib.sha256(data).hexdigest()}:{model}:{runs_on}"
+    return key if decoded_at is None else f"{key}:{decoded_at[0]}x{decoded_at[1]}"
 
 
 def prediction_bytes(prediction: Prediction) -> int:
