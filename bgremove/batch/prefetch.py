@@ -93,7 +93,9 @@ def overlapped(count: int, run: Callable[[int], Result], *, window: int, should_
     holds; once it does not, the result just yielded (the oldest item, the one in the model when the stop came) is
     the last: items still running finish before this returns and their results are dropped. At most `window` items
     are held, whatever `count` is."""
-    with ThreadPoolExecutor(max_workers=max(1, window), thread_name_prefix="bgremove-item") as pool:
+    # Named after the caller (a job worker "bgremove-job-0" runs items on "bgremove-job-0-item_0"...): logs and
+    # thread dumps keep saying whose work it is.
+    with ThreadPoolExecutor(max_workers=max(1, window), thread_name_prefix=f"{threading.current_thread().name}-item") as pool:
         running: deque[Future[Result]] = deque()
         started = 0
         while True:
