@@ -11,6 +11,9 @@ model), yielded in input order, and `commit_behind` writes each result durably o
 items run. A cancel still takes effect within one item: no item starts once the job is stopped, the item that was
 in the model is finished and kept (as the lone item was before), and the results of items that were only decoding
 are dropped (they stay to do, and a resumed job runs them again).
+
+Ray's actors (`batch/ray.py`) run BATCH_CONCURRENCY rows at once on threads over one model, as `run_batch` does,
+so there too one row is read, decoded, encoded or written while another is in the model.
 """
 
 from __future__ import annotations

@@ -9,6 +9,11 @@ per-item function and error boundary as every other door. It writes the output s
 bytes never pass through the driver) and returns the item's manifest entry. The driver streams those back
 for progress and writes manifest.json with `build_manifest`.
 
+An actor never waits on I/O: like the local engine's `run_batch`, it runs BATCH_CONCURRENCY rows at once on
+threads over its one SessionCache, whose model takes one pass at a time (engines.py), so while one row is in
+the model another is read and decoded, or encoded and written. Memory stays bounded per actor, whatever the
+dataset's size: at most BATCH_CONCURRENCY rows in work and twice that many small blocks queued (see `_dataset`).
+
 Resuming: manifest.json is written every CHECKPOINT_SECONDS while the batch runs, not only at the end, so a
 killed run leaves the entries of what it finished. A rerun into the same OUTDIR keeps an output when that
 manifest (same model) lists its input as completed under the output name this run would use, and the file
@@ -59,6 +64,7 @@ log = logging.getLogger(__name__)
 
 LOCAL_SOURCE = -1  # a row's `source` when it is a path on the (shared) local disk
 CHECKPOINT_SECONDS = 10.0
+MAX_ROWS_PER_BLOCK = 4  # a thread's last block runs with no other row to overlap it: keep it short
 IMAGE_FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
 
 
@@ -252,7 +258,8 @@ def _previous_entries(filesystem: Any, root: str, model: str) -> list[dict[str, 
 
 
 class RemovalWorker:
-    """One Ray actor: its own SessionCache (the model loads once per actor), one row at a time."""
+    """One Ray actor: its own SessionCache (the model loads once per actor), called from BATCH_CONCURRENCY threads
+    at once (`_dataset`); each call is one row, with no state shared between calls but the thread-safe cache."""
 
     def __init__(
         self,
@@ -481,9 +488,18 @@ def _dataset(ray: Any, plan: RayBatchPlan, pool: int, gpus_per_worker: float) ->
     context.enable_progress_bars = False  # the CLI shows one bar of images, as the local engine does
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-run INFO lines; Ray still writes them to its log files
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled" notice
-    # Small blocks keep every actor busy: an actor takes a whole block at a time.
-    rows_per_block = max(1, min(16, len(plan.rows) // (pool * 4)))
+    # Each actor runs `threads` calls at once (one block of rows each, in turn), the local engine's BATCH_CONCURRENCY
+    # workers over one model: true multi-threading, or Ray Data would run the calls one at a time. Small blocks keep
+    # every thread busy to the end (a thread takes a whole block); at most 2 x threads blocks wait per actor.
+    threads = plan.settings.batch_concurrency
+    rows_per_block = max(1, min(MAX_ROWS_PER_BLOCK, len(plan.rows) // (pool * threads * 2)))
     dataset = ray.data.from_items(plan.rows, override_num_blocks=math.ceil(len(plan.rows) / rows_per_block))
+    compute = ray.data.ActorPoolStrategy(
+        size=pool,
+        max_concurrent_calls_per_actor=threads,
+        enable_true_multi_threading=True,
+        max_tasks_in_flight_per_actor=2 * threads,
+    )
     remote_args: dict[str, Any] = {"num_cpus": 1}
     if gpus_per_worker > 0:
         remote_args["num_gpus"] = gpus_per_worker
@@ -497,6 +513,6 @@ def _dataset(ray: Any, plan: RayBatchPlan, pool: int, gpus_per_worker: float) ->
             "output_root": plan.output_root,
             "bg_image": plan.bg_image,
         },
-        compute=ray.data.ActorPoolStrategy(size=pool),
+        compute=compute,
         **remote_args,
     )

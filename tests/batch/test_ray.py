@@ -21,7 +21,7 @@ from skimage import data as photos_data
 from bgremove.batch.engine import inputs_from_paths
 from bgremove.core.options import RemovalOptions, parse_options
 from bgremove.core.settings import ENV_NAMES, Settings, load_settings
-from tests.conftest import encode, free_port
+from tests.conftest import encode, free_port, square_photo
 
 ROOT = Path(__file__).resolve().parents[2]
 EXIF_ORIENTATION = 0x0112
@@ -193,6 +193,38 @@ def test_same_outputs_and_manifest_as_the_local_engine(
     assert (rotated["width"], rotated["height"], rotated["format"]) == (300, 451, "webp")
     with Image.open(out / "camera.webp") as camera:
         assert camera.size == (512, 512) and np.asarray(camera.convert("RGBA")).shape == (512, 512, 4)
+
+
+@pytest.mark.slow
+def test_an_actor_reads_the_next_photo_while_one_is_in_the_model(
+    ray_cluster: str, settings: Settings, options: RemovalOptions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One actor, six photos: every forward pass but the last finds another photo of the same actor being read,
+    decoded, encoded or written, and the actor never holds more photos than BATCH_CONCURRENCY (tests/batch/ray_probe.py)."""
+    from ray import cloudpickle
+
+    from bgremove.batch import ray as ray_engine
+    from tests.batch import ray_probe
+
+    source = tmp_path / "in"
+    source.mkdir()
+    for number in range(ray_probe.ROWS):  # all different: a repeated photo would reuse its cached prediction
+        (source / f"p{number}.png").write_bytes(encode(square_photo((120 + 8 * number, 90)), "PNG"))
+    monkeypatch.setattr(ray_engine, "RemovalWorker", ray_probe.WatchedWorker)
+    cloudpickle.register_pickle_by_value(ray_probe)
+    try:
+        plan = ray_engine.plan_batch([source], tmp_path / "out", options, settings=settings)
+        report = ray_engine.run_ray_batch(plan, workers=1)
+    finally:
+        cloudpickle.unregister_pickle_by_value(ray_probe)
+
+    assert report.manifest["completed"] == ray_probe.ROWS
+    assert len(outputs(tmp_path / "out")) == ray_probe.ROWS
+    tallies = [json.loads(path.read_text()) for path in (tmp_path / "out.probe").glob("*.json")]
+    assert len(tallies) == 1  # one actor did it all
+    assert tallies[0]["reads"] == tallies[0]["passes"] == ray_probe.ROWS
+    assert tallies[0]["alone"] == 0  # no pass ran with nothing else in work (one row at a time: 5 of 6 would)
+    assert tallies[0]["peak"] == settings.batch_concurrency == 2  # overlapped, and bounded
 
 
 @pytest.mark.slow
