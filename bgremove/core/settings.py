@@ -68,7 +68,8 @@ class Settings(BaseSettings):
     )
     """Accepted formats, checked on the file's content, not its name."""
     batch_concurrency: int = setting(2, "BATCH_CONCURRENCY", "a whole number >= 1", ge=1)
-    """Images processed at once in a batch (CLI, REST, UI)."""
+    """Images processed at once in a batch (CLI, REST, UI, each job, each Ray worker): the model takes one pass at a
+    time while the others decode and encode."""
     log_level: Literal["debug", "info", "warning", "error", "critical"] = setting(
         "info", "LOG_LEVEL", "one of debug, info, warning, error, critical"
     )
