@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import sys
@@ -46,6 +47,11 @@ SHELL_VARIABLES = frozenset(
 )
 _PULLED_HOME = "BGREMOVE_TESTS_REAL_MODEL_HOME"  # passes REAL_MODEL_HOME to pytest-xdist's workers
 
+# Gradio and gradio_client phone home (version check, telemetry) from every Blocks and Client a test builds without
+# analytics_enabled=False: traffic beyond loopback, and a thread and a TLS context each time. Set here, before any
+# conftest imports Gradio (huggingface_hub reads its variable at import).
+os.environ.update(GRADIO_ANALYTICS_ENABLED="False", HF_HUB_DISABLE_TELEMETRY="1")
+
 
 def pulled_model_home() -> Path:
     """Where `python -m bgremove models pull` put the real model: the shell's REMBG_SESSION_PATH (or ./.env's),
@@ -65,6 +71,26 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ[_PULLED_HOME] = str(REAL_MODEL_HOME)
     for name in SHELL_VARIABLES:
         os.environ.pop(name, None)
+
+
+# --- memory between tests (speed only: no test sees any of this) ---------------------------------------------
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The modules and objects imported so far live as long as the process: moved out of the garbage collector's
+    sight, every full collection of the run (and pytest's five at exit) skips them."""
+    gc.collect()
+    gc.freeze()
+
+
+def pytest_runtest_logfinish(nodeid: str, location: tuple[str, int | None, str]) -> None:
+    """FastAPI keeps up to 4096 endpoint callables per classification cache (`fastapi.dependencies.models`), and
+    every Gradio app adds about 80 whose closures hold the app: emptied after each test, the apps a test built
+    are freed instead of piling up (a million objects for every full garbage collection to walk)."""
+    models = sys.modules.get("fastapi.dependencies.models")
+    for value in vars(models).values() if models else ():
+        if callable(getattr(value, "cache_clear", None)):
+            value.cache_clear()
 
 
 def python_first_on_path(folder: Path) -> dict[str, str]:
