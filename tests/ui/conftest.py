@@ -21,6 +21,8 @@ from PIL import Image
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings, load_settings
 from bgremove.web.app import create_app
+from bgremove.web.ui import option_panel
+from bgremove.web.ui_controls import ControlSet
 from tests.conftest import REAL_MODEL_HOME  # the real isnet-general-use weights, where the pull put them
 
 if TYPE_CHECKING:
@@ -98,6 +100,15 @@ def browser() -> Iterator[Browser]:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def tab_controls(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> ControlSet:
+    """One tab's option controls (prefix "t") as `option_panel` builds them on the tiny model, shared by a module's
+    handler tests: they depend only on the model choices and default, handlers never change them, and each build
+    costs a Gradio Blocks (two app builds inside Gradio)."""
+    with gr.Blocks():
+        return option_panel("t", ui_settings(tmp_path_factory.mktemp("controls"), tiny_model))
 
 
 @pytest.fixture()

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import gradio as gr
 import httpx
 import pytest
 from fastapi.testclient import TestClient
@@ -23,7 +22,7 @@ from playwright.sync_api import Browser, Page, expect
 from bgremove.batch.jobs import JobNotFound, JobRunner
 from bgremove.core.errors import BgRemoveError
 from bgremove.core.sessions import SessionCache
-from bgremove.web.ui import KeyLogins, LoginRequired, build_ui, job_owner, option_panel
+from bgremove.web.ui import KeyLogins, LoginRequired, build_ui, job_owner
 from bgremove.web.ui_controls import ControlSet
 from bgremove.web.ui_handlers import BatchView, UiHandlers
 from tests.jobs.conftest import GatedCache
@@ -50,7 +49,9 @@ class JobGate(GatedCache):
 
 
 @pytest.fixture()
-def make_tab(tmp_path: Path, tiny_model: Path) -> Iterator[Callable[..., tuple[UiHandlers, ControlSet]]]:
+def make_tab(
+    tmp_path: Path, tiny_model: Path, tab_controls: ControlSet
+) -> Iterator[Callable[..., tuple[UiHandlers, ControlSet]]]:
     """`make_tab(cache=None, **env)` -> (handlers, batch controls) on a started JobRunner in tmp_path."""
     runners: list[JobRunner] = []
 
@@ -60,9 +61,7 @@ def make_tab(tmp_path: Path, tiny_model: Path) -> Iterator[Callable[..., tuple[U
         runner = JobRunner(settings, cache, poll_seconds=0.05)
         runner.start()
         runners.append(runner)
-        with gr.Blocks():
-            controls = option_panel("t", settings)
-        return UiHandlers(settings, cache, runner), controls
+        return UiHandlers(settings, cache, runner), tab_controls
 
     yield make
     for runner in runners:

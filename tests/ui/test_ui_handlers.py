@@ -9,7 +9,6 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import gradio as gr
 import numpy as np
 import pytest
 from PIL import Image
@@ -20,16 +19,10 @@ from bgremove.core.options import parse_margin, parse_options
 from bgremove.core.pipeline import METADATA_KEYS, remove_background
 from bgremove.core.sessions import LoadedModel, SessionCache
 from bgremove.core.store import list_models
-from bgremove.web.ui import option_panel
 from bgremove.web.ui_controls import ControlSet
 from bgremove.web.ui_handlers import PREPARING, UNEXPECTED, SingleView, UiHandlers
 from bgremove.web.ui_models import availability, engine_label, footer, model_choices, model_details, model_info
 from tests.ui.conftest import NOT_AN_IMAGE, product_photo, ui_settings, upload_payload, write_photo
-
-
-def controls_for(cache: SessionCache) -> ControlSet:
-    with gr.Blocks():
-        return option_panel("t", cache.settings)
 
 
 def widget_values(controls: ControlSet, **changes: Any) -> list[Any]:
@@ -40,8 +33,7 @@ def widget_values(controls: ControlSet, **changes: Any) -> list[Any]:
     return values
 
 
-def run_single(cache: SessionCache, photo: Path, on_arrival: bool = False, **changes: Any) -> SingleView:
-    controls = controls_for(cache)
+def run_single(cache: SessionCache, controls: ControlSet, photo: Path, on_arrival: bool = False, **changes: Any) -> SingleView:
     runner = JobRunner(cache.settings, cache)  # not started: the single-image tab never uses it
     try:
         return UiHandlers(cache.settings, cache, runner).single(
@@ -54,8 +46,10 @@ def run_single(cache: SessionCache, photo: Path, on_arrival: bool = False, **cha
 # --- single image ----------------------------------------------------------------------------------------------
 
 
-def test_default_output_is_a_transparent_png_named_after_the_photo(ui_cache: SessionCache, tmp_path: Path) -> None:
-    view = run_single(ui_cache, write_photo(tmp_path / "box.jpg"), on_arrival=True)
+def test_default_output_is_a_transparent_png_named_after_the_photo(
+    ui_cache: SessionCache, tmp_path: Path, tab_controls: ControlSet
+) -> None:
+    view = run_single(ui_cache, tab_controls, write_photo(tmp_path / "box.jpg"), on_arrival=True)
     assert view.status.startswith("Done in") and "transparent PNG, 320 × 240 px" in view.status, view.status
     assert view.download is not None and Path(view.download).name == "box-nobg.png" and view.download_label == "Download PNG"
     assert view.result is not None and view.result[1] == view.download  # the preview is the file that will be downloaded
@@ -67,24 +61,27 @@ def test_default_output_is_a_transparent_png_named_after_the_photo(ui_cache: Ses
     assert view.photo_problem == ""
 
 
-def test_an_option_change_recomposes_without_running_the_model_again(ui_cache: SessionCache, tmp_path: Path) -> None:
+def test_an_option_change_recomposes_without_running_the_model_again(
+    ui_cache: SessionCache, tmp_path: Path, tab_controls: ControlSet
+) -> None:
     photo = write_photo(tmp_path / "box.jpg")
-    first = run_single(ui_cache, photo, on_arrival=True)
-    again = run_single(ui_cache, photo, format="jpg", bg_mode="white", crop=True)
+    first = run_single(ui_cache, tab_controls, photo, on_arrival=True)
+    again = run_single(ui_cache, tab_controls, photo, format="jpg", bg_mode="white", crop=True)
     assert "model did not run again" not in first.status
     assert "model did not run again" in again.status, again.status
     assert again.download is not None and Image.open(again.download).size < Image.open(str(first.download)).size
 
 
-def test_a_large_photo_shows_a_preview_first_then_offers_the_full_size_file(ui_cache: SessionCache, tmp_path: Path) -> None:
+def test_a_large_photo_shows_a_preview_first_then_offers_the_full_size_file(
+    ui_cache: SessionCache, tmp_path: Path, tab_controls: ControlSet
+) -> None:
     photo = write_photo(tmp_path / "large.png", product_photo((2000, 1600)))  # 3.2 MP
-    controls = controls_for(ui_cache)
     runner = JobRunner(ui_cache.settings, ui_cache)
     try:
         handlers = UiHandlers(ui_cache.settings, ui_cache, runner)
-        steps = list(handlers.single_steps(controls, upload_payload(photo), widget_values(controls), on_arrival=True))
+        steps = list(handlers.single_steps(tab_controls, upload_payload(photo), widget_values(tab_controls), on_arrival=True))
         small = list(
-            handlers.single_steps(controls, upload_payload(write_photo(tmp_path / "small.png")), widget_values(controls))
+            handlers.single_steps(tab_controls, upload_payload(write_photo(tmp_path / "small.png")), widget_values(tab_controls))
         )
     finally:
         runner.close()
@@ -96,8 +93,12 @@ def test_a_large_photo_shows_a_preview_first_then_offers_the_full_size_file(ui_c
     assert len(small) == 1 and small[0].status.startswith("Done in")  # a small photo needs no preview step
 
 
-def test_jpg_on_a_picked_colour_is_described_and_downloaded_as_such(ui_cache: SessionCache, tmp_path: Path) -> None:
-    view = run_single(ui_cache, write_photo(tmp_path / "box.png"), format="jpg", bg_mode="colour", bg_color="#81d4fa")
+def test_jpg_on_a_picked_colour_is_described_and_downloaded_as_such(
+    ui_cache: SessionCache, tmp_path: Path, tab_controls: ControlSet
+) -> None:
+    view = run_single(
+        ui_cache, tab_controls, write_photo(tmp_path / "box.png"), format="jpg", bg_mode="colour", bg_color="#81d4fa"
+    )
     assert "JPG on sky" in view.status and "#" not in view.status, view.status
     assert view.download is not None and Path(view.download).name == "box-nobg.jpg" and view.download_label == "Download JPG"
     image = Image.open(view.download)
@@ -106,30 +107,39 @@ def test_jpg_on_a_picked_colour_is_described_and_downloaded_as_such(ui_cache: Se
     assert np.abs(corners - [0x81, 0xD4, 0xFA]).max() <= 6, corners
 
 
-def test_white_fills_the_background_with_white(ui_cache: SessionCache, tmp_path: Path) -> None:
-    view = run_single(ui_cache, write_photo(tmp_path / "box.png"), bg_mode="white")
+def test_white_fills_the_background_with_white(ui_cache: SessionCache, tmp_path: Path, tab_controls: ControlSet) -> None:
+    view = run_single(ui_cache, tab_controls, write_photo(tmp_path / "box.png"), bg_mode="white")
     assert "PNG on white" in view.status, view.status
     assert np.asarray(Image.open(str(view.download)).convert("RGBA"))[0, 0].tolist() == [255, 255, 255, 255]
 
 
-def test_the_colour_pickers_rgba_values_are_understood(ui_cache: SessionCache, tmp_path: Path) -> None:
-    view = run_single(ui_cache, write_photo(tmp_path / "box.png"), bg_mode="colour", bg_color="rgba(0, 0, 255, 0.5)")
+def test_the_colour_pickers_rgba_values_are_understood(ui_cache: SessionCache, tmp_path: Path, tab_controls: ControlSet) -> None:
+    view = run_single(
+        ui_cache, tab_controls, write_photo(tmp_path / "box.png"), bg_mode="colour", bg_color="rgba(0, 0, 255, 0.5)"
+    )
     assert "PNG on your colour, partly see-through" in view.status, view.status
     assert np.asarray(Image.open(str(view.download)))[0, 0].tolist() == [0, 0, 255, 128]
 
 
-def test_a_background_image_upload_goes_behind_the_subject(ui_cache: SessionCache, tmp_path: Path) -> None:
+def test_a_background_image_upload_goes_behind_the_subject(
+    ui_cache: SessionCache, tmp_path: Path, tab_controls: ControlSet
+) -> None:
     backdrop = write_photo(tmp_path / "backdrop.png", Image.new("RGB", (50, 50), (0, 200, 0)))
     view = run_single(
-        ui_cache, write_photo(tmp_path / "box.png"), format="webp", bg_mode="image", bg_image=upload_payload(backdrop)
+        ui_cache,
+        tab_controls,
+        write_photo(tmp_path / "box.png"),
+        format="webp",
+        bg_mode="image",
+        bg_image=upload_payload(backdrop),
     )
     assert "WebP on your background image" in view.status
     image = np.asarray(Image.open(str(view.download)).convert("RGB")).astype(int)
     assert np.abs(image[0, 0] - [0, 200, 0]).max() <= 8
 
 
-def test_a_zip_output_previews_its_colour_image(ui_cache: SessionCache, tmp_path: Path) -> None:
-    view = run_single(ui_cache, write_photo(tmp_path / "box.png"), format="zip")
+def test_a_zip_output_previews_its_colour_image(ui_cache: SessionCache, tmp_path: Path, tab_controls: ControlSet) -> None:
+    view = run_single(ui_cache, tab_controls, write_photo(tmp_path / "box.png"), format="zip")
     assert view.download is not None and Path(view.download).name == "box-nobg.zip"
     with zipfile.ZipFile(view.download) as archive:
         assert sorted(archive.namelist()) == ["alpha.png", "color.jpg"]
@@ -137,15 +147,16 @@ def test_a_zip_output_previews_its_colour_image(ui_cache: SessionCache, tmp_path
     assert view.result is not None and Path(view.result[1]).read_bytes() == color
 
 
-def test_mask_output_is_described_as_a_mask(ui_cache: SessionCache, tmp_path: Path) -> None:
-    view = run_single(ui_cache, write_photo(tmp_path / "box.png"), channels="alpha")
+def test_mask_output_is_described_as_a_mask(ui_cache: SessionCache, tmp_path: Path, tab_controls: ControlSet) -> None:
+    view = run_single(ui_cache, tab_controls, write_photo(tmp_path / "box.png"), channels="alpha")
     assert "black-and-white mask (PNG)" in view.status and Image.open(str(view.download)).mode == "L"
 
 
-def test_scale_position_margin_and_region_widgets_reach_their_options(ui_cache: SessionCache, tmp_path: Path) -> None:
-    controls = controls_for(ui_cache)
+def test_scale_position_margin_and_region_widgets_reach_their_options(
+    ui_cache: SessionCache, tmp_path: Path, tab_controls: ControlSet
+) -> None:
     values = widget_values(
-        controls,
+        tab_controls,
         crop=True,
         crop_margin_top=10,
         crop_margin_right=20,
@@ -162,7 +173,7 @@ def test_scale_position_margin_and_region_widgets_reach_their_options(ui_cache: 
         roi_right=90,
         roi_bottom=100,
     )
-    options, _ = controls.read(values)
+    options, _ = tab_controls.read(values)
     expected = parse_options(
         {"crop": True, "crop_margin": "10px 20px", "scale": "60%", "position": "50% 100%", "roi": "10% 0% 90% 100%"},
         model=ui_cache.settings.model_name,
@@ -171,9 +182,9 @@ def test_scale_position_margin_and_region_widgets_reach_their_options(ui_cache: 
     assert options.model_copy(update={"crop_margin": expected.crop_margin}) == expected
 
 
-def test_a_blank_photo_says_no_clear_subject_found(ui_cache: SessionCache, tmp_path: Path) -> None:
+def test_a_blank_photo_says_no_clear_subject_found(ui_cache: SessionCache, tmp_path: Path, tab_controls: ControlSet) -> None:
     blank = write_photo(tmp_path / "night.png", Image.new("RGB", (200, 150)))  # nothing bright: the tiny model sees nothing
-    view = run_single(ui_cache, blank)
+    view = run_single(ui_cache, tab_controls, blank)
     assert (view.metadata or {})["foreground_found"] is False
     assert "No clear subject found" in view.status
 
@@ -184,13 +195,13 @@ def test_a_blank_photo_says_no_clear_subject_found(ui_cache: SessionCache, tmp_p
     ids=["text", "empty", "truncated"],
 )
 def test_a_file_that_is_no_photo_is_explained_where_the_photo_was(
-    ui_cache: SessionCache, tmp_path: Path, name: str, data: bytes | None
+    ui_cache: SessionCache, tmp_path: Path, name: str, data: bytes | None, tab_controls: ControlSet
 ) -> None:
     if data is None:  # the first half of a real JPEG, as an interrupted download leaves it
         whole = write_photo(tmp_path / "whole.jpg", quality=95).read_bytes()
         data = whole[: len(whole) // 2]
     (tmp_path / name).write_bytes(data)
-    view = run_single(ui_cache, tmp_path / name, on_arrival=True)
+    view = run_single(ui_cache, tab_controls, tmp_path / name, on_arrival=True)
     with pytest.raises(BgRemoveError) as expected:  # what the core (and so REST) says about the same bytes
         remove_background(data, name, parse_options(), settings=ui_cache.settings, cache=ui_cache)
     assert view.photo_problem == f"**{expected.value.message}**\n\n{expected.value.hint}"
@@ -198,16 +209,20 @@ def test_a_file_that_is_no_photo_is_explained_where_the_photo_was(
     assert view.result is None and view.download is None and view.metadata is None and view.status == ""
 
 
-def test_a_photo_over_the_size_limit_is_explained_where_it_was(tmp_path: Path, tiny_model: Path) -> None:
+def test_a_photo_over_the_size_limit_is_explained_where_it_was(
+    tmp_path: Path, tiny_model: Path, tab_controls: ControlSet
+) -> None:
     cache = SessionCache(ui_settings(tmp_path, tiny_model, MAX_IMAGE_SIZE_MB="0.001"))
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (100, 100, 3), dtype=np.uint8))
-    view = run_single(cache, write_photo(tmp_path / "noise.png", noise), on_arrival=True)  # 30 KB, over 1 KB
+    view = run_single(cache, tab_controls, write_photo(tmp_path / "noise.png", noise), on_arrival=True)  # 30 KB, over 1 KB
     assert view.photo_problem.startswith("**") and "limit" in view.photo_problem, view.photo_problem
     assert view.download is None
 
 
-def test_an_invalid_option_is_explained_next_to_the_result(ui_cache: SessionCache, tmp_path: Path) -> None:
-    view = run_single(ui_cache, write_photo(tmp_path / "box.png"), crop_margin_top=80, crop_margin_unit="%")
+def test_an_invalid_option_is_explained_next_to_the_result(
+    ui_cache: SessionCache, tmp_path: Path, tab_controls: ControlSet
+) -> None:
+    view = run_single(ui_cache, tab_controls, write_photo(tmp_path / "box.png"), crop_margin_top=80, crop_margin_unit="%")
     with pytest.raises(BgRemoveError) as expected:
         parse_options({"crop_margin": "80% 0% 0% 0%"})
     assert view.status == f"**Failed:** {expected.value.message} {expected.value.hint}"
@@ -227,11 +242,11 @@ class ExplodingCache(SessionCache):
 
 
 def test_an_unexpected_error_is_logged_not_shown(
-    ui_cache: SessionCache, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ui_cache: SessionCache, tmp_path: Path, caplog: pytest.LogCaptureFixture, tab_controls: ControlSet
 ) -> None:
     cache = ExplodingCache(ui_cache.settings)
     with caplog.at_level(logging.ERROR):
-        status = run_single(cache, write_photo(tmp_path / "box.png"), on_arrival=True).status
+        status = run_single(cache, tab_controls, write_photo(tmp_path / "box.png"), on_arrival=True).status
     assert status.startswith(f"**Failed:** {UNEXPECTED}")
     assert "/srv/secret" not in status and "RuntimeError" not in status
     assert "/srv/secret/model.onnx" in caplog.text  # the server log keeps the details

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from bgremove.core.sessions import SessionCache
+from bgremove.web.ui_controls import ControlSet
 from bgremove.web.ui_files import WORK_ROOT
 from bgremove.web.ui_handlers import SingleView
 from bgremove.web.ui_touchup import (
@@ -25,7 +26,7 @@ from bgremove.web.ui_touchup import (
 )
 from tests.touchup_cases import HEIGHT, KEEP_STROKE, LEFTOVER, MISSED, REMOVE_STROKE, WIDTH, region_alpha, touchup_case
 from tests.ui.conftest import product_photo, upload_payload, write_photo
-from tests.ui.test_ui_handlers import controls_for, widget_values
+from tests.ui.test_ui_handlers import widget_values
 
 REUSED = "model did not run again"
 
@@ -52,12 +53,11 @@ def editor_value(photo: Path, layers: list[Any]) -> dict[str, Any]:
     return {**value, "layers": layers, "composite": None}
 
 
-def cut_out(cache: SessionCache, photo: Path, hints: str, **changes: Any) -> SingleView:
+def cut_out(cache: SessionCache, controls: ControlSet, photo: Path, hints: str, **changes: Any) -> SingleView:
     """The page's re-compose: the photo, the hints value and the widgets, as `recompose` passes them."""
     from bgremove.batch.jobs import JobRunner
     from bgremove.web.ui_handlers import UiHandlers
 
-    controls = controls_for(cache)
     runner = JobRunner(cache.settings, cache)
     try:
         handlers = UiHandlers(cache.settings, cache, runner)
@@ -91,25 +91,27 @@ def test_strokes_split_by_colour_into_keep_and_remove_masks(tmp_path: Path) -> N
     assert masks_from_editor(None) == (None, None)  # a cleared editor
 
 
-def test_editor_strokes_fix_the_cutout_without_running_the_model_again(ui_cache: SessionCache, tmp_path: Path) -> None:
+def test_editor_strokes_fix_the_cutout_without_running_the_model_again(
+    ui_cache: SessionCache, tmp_path: Path, tab_controls: ControlSet
+) -> None:
     photo = tmp_path / "photo.png"
     photo.write_bytes(touchup_case().photo)
-    before = cut_out(ui_cache, photo, "")  # the photo arrives: the model runs
+    before = cut_out(ui_cache, tab_controls, photo, "")  # the photo arrives: the model runs
     assert REUSED not in before.status
     hints = strokes_to_hints(editor_value(photo, [painted_layer()]))
     assert hints and (WORK_ROOT / hints).is_dir()
-    after = cut_out(ui_cache, photo, hints)
+    after = cut_out(ui_cache, tab_controls, photo, hints)
     assert REUSED in after.status, after.status
     old, new = alpha_of(before), alpha_of(after)
     assert region_alpha(old, MISSED) < 0.3 < 0.9 < region_alpha(new, MISSED)  # the dropped block is back
     assert region_alpha(old, LEFTOVER) > 0.7 > 0.1 > region_alpha(new, LEFTOVER)  # the kept patch is gone
     # An option changed afterwards keeps the strokes: WebP on a colour, still touched up, still no model run.
-    changed = cut_out(ui_cache, photo, hints, format="webp")
+    changed = cut_out(ui_cache, tab_controls, photo, hints, format="webp")
     assert REUSED in changed.status and changed.download is not None and changed.download.endswith(".webp")
     assert region_alpha(alpha_of(changed), MISSED) > 0.9 and region_alpha(alpha_of(changed), LEFTOVER) < 0.1
     # Undo everything (the editor sends an empty layer list): the cutout is the model's again.
     assert strokes_to_hints(editor_value(photo, [])) == ""
-    np.testing.assert_array_equal(alpha_of(cut_out(ui_cache, photo, "")), old)
+    np.testing.assert_array_equal(alpha_of(cut_out(ui_cache, tab_controls, photo, "")), old)
 
 
 def test_the_hints_value_names_a_work_folder_never_a_path(tmp_path: Path) -> None:
