@@ -115,7 +115,9 @@ def test_cloth_gives_rembgs_three_masks(family_home, make_settings):
     pixels[:, 512:] = (20, 20, 230)  # blue: full body
     pixels[:100] = 0  # black: background (every class score negative)
     photo = Image.fromarray(pixels)
-    ours = SessionCache(make_settings(REMBG_SESSION_PATH=str(family_home))).get("u2net_cloth_seg")
+    # No background int8 build: a process of its own that would outlive the test (and could swap the model mid-test).
+    settings = make_settings(REMBG_SESSION_PATH=str(family_home), QUANTIZE_ON_LOAD="false")
+    ours = SessionCache(settings).get("u2net_cloth_seg")
     prediction = ours.predict(photo)
     rembg_masks = [np.asarray(mask) for mask in rembg_session("u2net_cloth_seg").predict(photo)]
     assert len(prediction.masks) == len(rembg_masks) == 3 and Cloth.mask_names == ("upper body", "lower body", "full body")

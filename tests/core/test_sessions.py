@@ -211,7 +211,8 @@ def test_health_names_the_source_really_in_use(make_settings, release_at, monkey
                    f"shutil.copy({str(tarball)!r}, args[args.index('--pack-destination') + 1])\n")  # fmt: skip
     npm.chmod(npm.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{npm.parent}{os.pathsep}{os.environ['PATH']}")
-    settings = make_settings(REMBG_MODEL_NAME="isnet-general-use")
+    # No background int8 build of the pulled graph: a process of its own that would outlive the test.
+    settings = make_settings(REMBG_MODEL_NAME="isnet-general-use", QUANTIZE_ON_LOAD="false")
     state = RecordingState()
 
     warm(settings, SessionCache(settings), state)
