@@ -324,8 +324,19 @@ def test_gradio_file_routes_do_not_serve_other_files(with_ui: TestClient, path: 
     assert response.status_code in (403, 404, 405) and "root:" not in response.text
 
 
-def test_gradio_does_not_fetch_private_urls(with_ui: TestClient) -> None:
+def test_gradio_does_not_fetch_private_urls(with_ui: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """A FileData that points at a loopback URL is refused, not fetched (server-side request forgery)."""
+    import safehttpx
+
+    asked: list[str] = []
+
+    async def no_public_dns(hostname: str) -> list[str]:
+        # Gradio's guard (safehttpx) asks dns.google, a public address, about a name the local resolver found
+        # private; a test sends traffic only to this machine, so that second opinion is "no public address".
+        asked.append(hostname)
+        return []
+
+    monkeypatch.setattr(safehttpx, "async_resolve_hostname_google", no_public_dns)
     parameters = with_ui.get("/gradio_api/info").json()["named_endpoints"]["/remove"]["parameters"]
     target = "http://127.0.0.1:9/api/models"
     data = [{"path": target, "url": target, "meta": {"_type": "gradio.FileData"}}]
@@ -334,6 +345,7 @@ def test_gradio_does_not_fetch_private_urls(with_ui: TestClient) -> None:
     assert started.status_code == 200
     stream = with_ui.get(f"/gradio_api/call/remove/{started.json()['event_id']}").text
     assert "event: error" in stream and "event: complete" not in stream
+    assert asked == ["127.0.0.1"]  # refused by the guard's address check, not by a failed fetch
 
 
 @pytest.mark.slow  # a live server and gradio_client
