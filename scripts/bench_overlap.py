@@ -95,7 +95,9 @@ def main() -> int:
                 cli_seconds(work / "photos", concurrency, work / f"out-{round_index}-{concurrency}")
             )
             log(f"{name}: {times[name][-1]:.2f} s")
-    flags = sorted(set(Path("/proc/cpuinfo").read_text().split()) & {"avx2", "avx512_vnni", "avx512_bf16", "amx_tile"})
+    from bgremove.core.engines import cpu_flags
+
+    flags = [name for name, present in cpu_flags().items() if present]
     print(f"\nCPU flags: {' '.join(flags)}; load average {os.getloadavg()[0]:.1f}; {args.photos} photos at {args.size} px")
     print("| run | median s | one-at-a-time / this |\n|---|---|---|")
     for door in ("jobs", "CLI"):

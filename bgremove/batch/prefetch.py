@@ -98,11 +98,12 @@ def overlapped(count: int, run: Callable[[int], Result], *, window: int, should_
     are held, whatever `count` is."""
     # Named after the caller (a job worker "bgremove-job-0" runs items on "bgremove-job-0-item_0"...): logs and
     # thread dumps keep saying whose work it is.
-    with ThreadPoolExecutor(max_workers=max(1, window), thread_name_prefix=f"{threading.current_thread().name}-item") as pool:
+    window = max(1, window)
+    with ThreadPoolExecutor(max_workers=window, thread_name_prefix=f"{threading.current_thread().name}-item") as pool:
         running: deque[Future[Result]] = deque()
         started = 0
         while True:
-            while started < count and len(running) < max(1, window) and should_continue():
+            while started < count and len(running) < window and should_continue():
                 running.append(pool.submit(run, started))
                 started += 1
             if not running:
