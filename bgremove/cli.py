@@ -340,11 +340,15 @@ def _remove_locally(
     bg_image: bytes | None,
     photo_images: dict[str, bytes] | None = None,
 ) -> int:
+    from bgremove.core.sessions import SessionCache
+
+    cache = SessionCache(settings)
+    cache.start_loading(options.model)  # compiles while the batch machinery imports and the inputs are listed
+
     from tqdm import tqdm
 
     from bgremove.batch.engine import BatchInput, inputs_from_paths, run_batch
     from bgremove.batch.sinks import FolderSink
-    from bgremove.core.sessions import SessionCache
 
     inputs, skipped = inputs_from_paths([p for p in args.inputs if p != STDIO], settings)
     if STDIO in args.inputs:  # the size limit + 1 byte, so the pipeline reports "too large" without reading it all
@@ -358,8 +362,7 @@ def _remove_locally(
             f"{_flags(photo_images)} {'is' if len(photo_images) == 1 else 'are'} drawn over one photo, "
             f"but there are {len(inputs)} images: give one INPUT image"
         )
-    cache = SessionCache(settings)
-    loaded = cache.get(options.model)  # load once, before the workers start; fails fast if unavailable
+    loaded = cache.get(options.model)  # loaded once, before the workers start; fails fast if unavailable
     model = loaded.name
     stdout = _claim_stdout() if args.output == STDIO else None
     sink = None if stdout else FolderSink(args.output)

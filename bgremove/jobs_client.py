@@ -22,19 +22,20 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, TextIO
-
-import httpx
+from typing import IO, TYPE_CHECKING, Any, TextIO
 
 from bgremove.cli_flags import add_option_flags, options_from_args
 from bgremove.core.files import atomic_file
+
+if TYPE_CHECKING:  # imported where it is used: `bgremove remove` builds this parser too and needs no HTTP client
+    import httpx
 
 DEFAULT_SERVER = "http://127.0.0.1:7860"
 SERVER_ENV = "BGREMOVE_SERVER"
 API_KEY_ENV = "BGREMOVE_API_KEY"
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp"})
 FINAL = frozenset({"done", "failed", "cancelled"})
-TIMEOUT = httpx.Timeout(30.0, read=600.0, write=600.0)  # a big upload or result zip may take minutes
+TIMEOUT_S = {"timeout": 30.0, "read": 600.0, "write": 600.0}  # httpx.Timeout: a big upload or result zip may take minutes
 JOBS_EPILOG = """examples:
   bgremove jobs submit photos/ --server http://host:7860 --wait -o out/     upload, follow, unzip into out/
   bgremove jobs submit shots.zip --format webp --crop                       prints the job id
@@ -236,7 +237,11 @@ class JobsClient:
         self.server = server.rstrip("/")
         headers = {"X-API-Key": api_key} if api_key else {}
         self._own = client is None
-        self.http = client or httpx.Client(timeout=TIMEOUT)
+        if client is None:
+            import httpx
+
+            client = httpx.Client(timeout=httpx.Timeout(**TIMEOUT_S))
+        self.http = client
         self.headers = headers
 
     def __enter__(self) -> JobsClient:
@@ -250,6 +255,8 @@ class JobsClient:
         return f"{self.server}/api/jobs{path}"
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        import httpx
+
         try:
             response = self.http.request(method, self.url(path), headers=self.headers, **kwargs)
         except httpx.HTTPError as exc:
@@ -332,6 +339,7 @@ class JobsClient:
 
     def fetch(self, job_id: str, target: Path, *, progress: bool = True, stderr: TextIO | None = None) -> Path:
         """GET the result zip with a byte progress bar; `target` ending in .zip is the zip, else a folder to fill."""
+        import httpx
         from tqdm import tqdm
 
         as_zip = target.suffix.lower() == ".zip" and not target.is_dir()

@@ -30,7 +30,7 @@ from bgremove.core.engines import (
     choose_engine,
     image_tensor,
 )
-from bgremove.core.errors import ModelCorrupt, ModelUnavailable
+from bgremove.core.errors import BgRemoveError, ModelCorrupt, ModelUnavailable
 from bgremove.core.predictions import PredictionCache
 from bgremove.core.registry import CATALOG, FAMILIES, ModelFamily, Prediction, is_custom_model
 from bgremove.core.settings import Settings
@@ -111,6 +111,28 @@ class SessionCache:
                     evicted, _ = self._loaded.popitem(last=False)
                     log.info("Unloaded model %s (MAX_LOADED_MODELS=%d)", evicted, self.settings.max_loaded_models)
             return loaded
+
+    def start_loading(self, name: str | None = None) -> threading.Thread | None:
+        """Load `name` on a thread while the caller does other start-up work; `get` then waits for it (one lock per
+        model). OpenVINO and onnxruntime release the GIL while they read and compile, so a CLI run's imports and
+        listing overlap the compile. Only a model already on disk: a download waits until the caller asks. A load
+        that fails here is tried again, and raises, in the caller's `get`."""
+        try:
+            on_disk = store.is_on_disk(store.resolve_name(name, self.settings), self.settings)
+        except BgRemoveError:  # an unknown name: the caller's `get` says so
+            return None
+        if not on_disk:
+            return None
+
+        def load() -> None:
+            try:
+                self.get(name)
+            except Exception:  # the caller's own get() raises it with its message
+                log.debug("Early load of %s failed; the next get() tries again", name, exc_info=True)
+
+        thread = threading.Thread(target=load, name="bgremove-model-load")  # not a daemon: never cut off mid-compile
+        thread.start()
+        return thread
 
     def loaded_names(self) -> list[str]:
         with self._lock:

@@ -235,7 +235,7 @@ def test_help_loads_nothing_heavy_and_states_the_folder_rule() -> None:
         "import json, sys\n"
         "from bgremove.cli import main\n"
         "try:\n    main(['remove', '--help'])\nexcept SystemExit:\n    pass\n"
-        "heavy = ('onnxruntime', 'openvino', 'gradio', 'fastapi', 'rembg', 'ray', 'cv2', 'bgremove.core.pipeline')\n"
+        "heavy = ('onnxruntime', 'openvino', 'gradio', 'fastapi', 'rembg', 'ray', 'cv2', 'bgremove.core.pipeline', 'httpx')\n"
         "print(json.dumps(sorted(m for m in heavy if m in sys.modules)), file=sys.stderr)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

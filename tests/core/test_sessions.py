@@ -254,3 +254,45 @@ def test_blobs_compiled_under_an_isa_cap_are_cached_apart(monkeypatch, tmp_path,
     engines.OpenVinoFirstOutput(tiny_model, "f32", cache_dir)
     assert plain and {p.name for p in cache_dir.glob("*.blob")} == plain
     assert list((cache_dir / "isa-avx2").glob("*.blob"))
+
+
+def test_start_loading_compiles_on_a_thread_and_get_waits_for_that_load(cache, monkeypatch):
+    """The CLI starts the load before its own imports: `get` must return that very load, not build a second."""
+    started, release = threading.Event(), threading.Event()
+    build = engines.build_session
+
+    def slow_build(*args, **kwargs):
+        started.set()
+        release.wait(30)
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr("bgremove.core.sessions.build_session", slow_build)
+    thread = cache.start_loading()
+    assert thread is not None and thread.name == "bgremove-model-load"
+    assert started.wait(30)  # the build runs on that thread while this one goes on
+    assert cache.loaded_names() == []
+    release.set()
+    loaded = cache.get()
+    thread.join(30)
+    assert cache.loads == 1 and cache.get() is loaded
+
+
+def test_start_loading_leaves_a_model_that_is_not_on_disk_alone(settings):
+    """A download never starts early: it waits until the caller checked its inputs and asks for the model."""
+    cache = SessionCache(settings)
+    assert cache.start_loading("u2netp") is None
+    assert not store.is_on_disk("u2netp", settings)
+    assert cache.start_loading("no-such-model") is None  # the caller's get() reports an unknown name
+
+
+def test_an_early_load_that_fails_is_reported_by_the_callers_get(settings):
+    cache = SessionCache(settings)
+    target = store.model_file("u2netp", settings)
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"\x08\x01garbage" * 100)
+    thread = cache.start_loading("u2netp")
+    assert thread is not None
+    thread.join(30)
+    with pytest.raises(ModelCorrupt) as caught:
+        cache.get("u2netp")
+    assert "corrupt or incomplete" in caught.value.message
