@@ -261,7 +261,12 @@ def build_ui(
                     if not payload_path(upload):  # nothing to apply the option (or the strokes) to yet
                         yield tuple(gr.skip() for _ in single_outputs)
                         return
-                    for view in handlers.single_steps(single, upload, values, hints=read_hints(hints)):
+                    try:
+                        marks = read_hints(hints, settings.result_ttl_seconds)
+                    except BgRemoveError as exc:
+                        yield show_single(SingleView(status=failure(exc)))
+                        return
+                    for view in handlers.single_steps(single, upload, values, hints=marks):
                         yield show_single(view)
 
                 def working(upload: Any) -> tuple[Any, Any]:

@@ -19,7 +19,7 @@ from typing import IO, TypeVar
 
 import gradio as gr
 
-from bgremove.core.errors import StorageFull
+from bgremove.core.errors import BgRemoveError, StorageFull
 from bgremove.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,30 @@ T = TypeVar("T")
 
 # One folder per process: shutting one server down (or a test's app) never deletes another's results.
 WORK_ROOT = Path(tempfile.gettempdir()) / "bgremove-ui" / str(os.getpid())
+
+
+class Expired(BgRemoveError):
+    """A file the page still names is gone: uploads and strokes are kept RESULT_TTL_SECONDS, never across a restart.
+    Without this, an option changed on a page left open said the server could not write a temporary file."""
+
+    @classmethod
+    def photo(cls, ttl: int) -> Expired:
+        return cls(
+            f"This photo is no longer on the server (uploads are kept {_kept(ttl)}, and not across a restart).",
+            "Drop it again: your options stay as they are.",
+        )
+
+    @classmethod
+    def strokes(cls, ttl: int) -> Expired:
+        return cls(
+            f"Your touch-up strokes are no longer on the server (they are kept {_kept(ttl)}, and not across a restart).",
+            "Clear them with the editor's clear button and paint them again.",
+        )
+
+
+def _kept(ttl: int) -> str:
+    minutes = round(ttl / 60)
+    return f"{minutes} minutes" if minutes > 1 else f"{ttl} seconds"
 
 
 def job_dir() -> Path:
@@ -81,6 +105,14 @@ def read_limited(path: str | Path, limit: int) -> bytes:
     """At most `limit` + 1 bytes: the pipeline reports "too large" on the extra byte."""
     with open(path, "rb") as handle:
         return handle.read(limit + 1)
+
+
+def read_upload(path: str | Path, settings: Settings) -> bytes:
+    """A photo the page uploaded earlier; `Expired` once Gradio's cache has let it go."""
+    try:
+        return read_limited(path, settings.max_image_bytes)
+    except FileNotFoundError as exc:
+        raise Expired.photo(settings.result_ttl_seconds) from exc
 
 
 def sweep_expired(ttl: int) -> None:

@@ -40,7 +40,7 @@ from bgremove.web.errors import client_hint
 from bgremove.web.intake import read_image_paths
 from bgremove.web.jobs import JOB_ID
 from bgremove.web.ui_controls import SWATCHES, WHITE, ControlSet, payload_name, payload_path
-from bgremove.web.ui_files import job_dir, job_view_dir, read_limited, save, save_with
+from bgremove.web.ui_files import job_dir, job_view_dir, read_upload, save, save_with
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -253,7 +253,7 @@ class UiHandlers:
             options, bg_path = controls.read(values)
             bg_image = self.read_bg_image(bg_path)
             filename = payload_name(upload) or "image"
-            data = read_limited(photo, self.settings.max_image_bytes)
+            data = read_upload(photo, self.settings)
             steps = [options]
             if needs_preview(photo, options):
                 steps.insert(0, options.model_copy(update={"size": PREVIEW_SIZE}))

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from bgremove.web.ui_controls import payload_path
-from bgremove.web.ui_files import WORK_ROOT, job_dir, save
+from bgremove.web.ui_files import WORK_ROOT, Expired, job_dir, save
 
 KEEP_COLOUR = "#22c55e"  # green: this is part of the subject
 REMOVE_COLOUR = "#ef4444"  # red: this is background
@@ -141,12 +141,16 @@ def save_hints(keep: bytes | None, remove: bytes | None) -> str:
     return folder.name
 
 
-def read_hints(hints: Any) -> tuple[bytes | None, bytes | None]:
-    """The masks `save_hints` stored under the name `hints` (no strokes, an unknown or swept name: none)."""
+def read_hints(hints: Any, ttl: int) -> tuple[bytes | None, bytes | None]:
+    """The masks `save_hints` stored under the name `hints` (no strokes or not a folder name: none). A folder that
+    is gone (swept after `ttl` seconds, or the server restarted) raises `Expired`: the page still shows strokes that
+    would otherwise be dropped without a word."""
     name = str(hints or "").strip()
     if not HINTS_FOLDER.fullmatch(name):
         return None, None
     folder = WORK_ROOT / name
+    if not folder.is_dir():
+        raise Expired.strokes(ttl)
 
     def read(file: Path) -> bytes | None:
         return file.read_bytes() if file.is_file() else None

@@ -5,15 +5,17 @@ model. The browser itself is driven in test_browser_touchup.py."""
 from __future__ import annotations
 
 import io
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from bgremove.core.sessions import SessionCache
 from bgremove.web.ui_controls import ControlSet
-from bgremove.web.ui_files import WORK_ROOT
+from bgremove.web.ui_files import WORK_ROOT, Expired
 from bgremove.web.ui_handlers import SingleView
 from bgremove.web.ui_touchup import (
     DISPLAY_SIDE,
@@ -29,6 +31,7 @@ from tests.ui.conftest import product_photo, upload_payload, write_photo
 from tests.ui.test_ui_handlers import widget_values
 
 REUSED = "model did not run again"
+TTL = 600  # RESULT_TTL_SECONDS as the messages quote it
 
 
 def rgb(colour: str) -> tuple[int, int, int]:
@@ -61,7 +64,7 @@ def cut_out(cache: SessionCache, controls: ControlSet, photo: Path, hints: str, 
     runner = JobRunner(cache.settings, cache)
     try:
         handlers = UiHandlers(cache.settings, cache, runner)
-        return handlers.single(controls, upload_payload(photo), widget_values(controls, **changes), hints=read_hints(hints))
+        return handlers.single(controls, upload_payload(photo), widget_values(controls, **changes), hints=read_hints(hints, TTL))
     finally:
         runner.close()
 
@@ -119,7 +122,7 @@ def test_the_hints_value_names_a_work_folder_never_a_path(tmp_path: Path) -> Non
     secret.mkdir()
     Image.new("L", (4, 4), 255).save(secret / "keep.png")
     for value in (str(secret), str(secret / "keep.png"), "../job-x", "job-x/../../etc", "", None):
-        assert read_hints(value) == (None, None), value
+        assert read_hints(value, TTL) == (None, None), value
 
 
 def test_the_editor_shows_a_display_copy_of_a_large_photo(tmp_path: Path) -> None:
@@ -131,3 +134,36 @@ def test_the_editor_shows_a_display_copy_of_a_large_photo(tmp_path: Path) -> Non
     (tmp_path / "notes.png").write_bytes(b"not an image")
     assert editor_background(upload_payload(tmp_path / "notes.png")) is None  # the drop zone explains that one
     assert editor_background(None) is None
+
+
+def test_strokes_swept_from_the_server_are_reported_not_dropped(tmp_path: Path) -> None:
+    """A page left open past RESULT_TTL_SECONDS (or across a restart) still shows its strokes: a re-compose that
+    silently ignored them would undo the touch-up without a word."""
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(touchup_case().photo)
+    hints = strokes_to_hints(editor_value(photo, [painted_layer()]))
+    assert read_hints(hints, TTL)[0] is not None
+    shutil.rmtree(WORK_ROOT / hints)  # what the sweeper does after RESULT_TTL_SECONDS
+    with pytest.raises(Expired) as caught:
+        read_hints(hints, TTL)
+    assert caught.value.message == (
+        "Your touch-up strokes are no longer on the server (they are kept 10 minutes, and not across a restart)."
+    )
+    assert caught.value.hint == "Clear them with the editor's clear button and paint them again."
+
+
+def test_a_photo_gone_from_gradios_cache_asks_to_drop_it_again(
+    ui_cache: SessionCache, tmp_path: Path, tab_controls: ControlSet
+) -> None:
+    """Changing an option on a page whose upload Gradio's cache already deleted: a message about the photo, not
+    "the server could not read or write a temporary file" with a disk-full hint."""
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(touchup_case().photo)
+    assert cut_out(ui_cache, tab_controls, photo, "").download is not None
+    photo.unlink()
+    view = cut_out(ui_cache, tab_controls, photo, "", format="webp")
+    assert view.download is None and view.result is None
+    assert view.status == (
+        "**Failed:** This photo is no longer on the server (uploads are kept 10 minutes, and not across a restart). "
+        "Drop it again: your options stay as they are."
+    )
