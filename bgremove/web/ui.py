@@ -206,6 +206,11 @@ def build_ui(
                             placeholder="Drop a photo here, or click to choose one",
                             elem_id="single-photo",
                         )
+                        # Touch-up: Keep / Remove strokes over the photo; every re-compose reads them (ui_touchup).
+                        # Open, it takes the photo's place (the editor shows the same photo), so on a laptop the
+                        # editor and the before/after view stand side by side and each stroke's effect is in view.
+                        with gr.Accordion("Touch up", open=False, elem_id="single-touchup") as touch_section:
+                            touch = touchup_panel()
                         if EXAMPLES:
                             gr.Examples(
                                 EXAMPLES, inputs=[photo], label="No photo at hand? Try one of these", elem_id="single-examples"
@@ -229,9 +234,6 @@ def build_ui(
                             ),
                         )
                         download = placed[0]
-                        # Touch-up: Keep / Remove strokes over the photo; every re-compose reads them (ui_touchup).
-                        with gr.Accordion("Touch up", open=False, elem_id="single-touchup"):
-                            touch = touchup_panel()
                         with gr.Accordion("Details", open=False, elem_id="single-details"):
                             details = gr.Markdown(model_details(None, settings, cache), elem_id="single-model-details")
                             metadata = gr.JSON(label="About this result", elem_id="single-metadata")
@@ -285,6 +287,8 @@ def build_ui(
                     preprocess=False,
                     **quick,
                 )
+                touch_section.expand(lambda: gr.update(visible=False), outputs=photo, **quick)
+                touch_section.collapse(lambda: gr.update(visible=True), outputs=photo, **quick)
                 # Each stroke (and undo, clear, eraser) becomes the hints; their change re-composes like an option.
                 # (`input`, not `change`: Gradio 6.31's editor sends `change` only when its value is set, not per stroke.)
                 gr.on(

@@ -32,7 +32,8 @@ KEEP_NAME, REMOVE_NAME = "keep.png", "remove.png"
 HINTS_FOLDER = re.compile(r"job-[A-Za-z0-9_]{1,64}")
 HELP = (
     "Paint with the **green** brush over what must stay and with the **red** brush over what must go: the result "
-    "above updates after each stroke. Brush size, undo and clear are in the editor's toolbar."
+    "updates after each stroke. Brush size, undo and clear are in the editor's toolbar; close Touch up to drop "
+    "another photo."
 )
 
 

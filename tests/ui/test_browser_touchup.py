@@ -76,6 +76,16 @@ def test_keep_and_remove_strokes_fix_what_the_model_got_wrong(desktop: Page, tmp
     assert region_alpha(before, LEFTOVER) > 0.7
 
     open_touchup(desktop)
+    # The editor takes the photo's place, beside the before/after view: on a laptop both are whole on one screen,
+    # so each stroke's effect shows where the person is looking.
+    expect(desktop.locator("#single-photo")).to_be_hidden()
+    viewport = desktop.viewport_size
+    editor = desktop.locator(f"{EDITOR} canvas").first.bounding_box()
+    view = desktop.locator("#single-result").bounding_box()
+    assert viewport is not None and editor is not None and view is not None
+    assert editor["x"] + editor["width"] <= view["x"], (editor, view)
+    for box in (editor, view):
+        assert box["y"] >= 0 and box["y"] + box["height"] <= viewport["height"], (box, viewport)
     left, right, y = on_screen(
         desktop, lambda px: (px[..., 2] > 150) & (px[..., :2].max(axis=-1) < 80)
     )  # the blue block the model dropped
@@ -106,3 +116,7 @@ def test_keep_and_remove_strokes_fix_what_the_model_got_wrong(desktop: Page, tmp
     # The before/after view still shows the photo and the touched-up result.
     expect(desktop.locator("#single-result img")).to_have_count(2)
     assert_no_error_shown(desktop)
+    # Closing Touch up brings the photo (and a way to drop another) back; the strokes still hold.
+    desktop.locator("#single-touchup").get_by_role("button").first.click()
+    expect(desktop.locator("#single-photo")).to_be_visible()
+    assert region_alpha(download_alpha(desktop, tmp_path / "closed.png"), LEFTOVER) < 0.2
