@@ -20,6 +20,7 @@ from PIL import Image
 from bgremove.core.engines import ISA_CAP_VARIABLE
 from bgremove.core.sessions import SessionCache
 from bgremove.core.settings import Settings, load_settings
+from bgremove.core.telemetry import OFF_BY_DEFAULT as TELEMETRY_OFF
 from bgremove.jobs_client import API_KEY_ENV, SERVER_ENV
 from scripts import server
 
@@ -48,9 +49,10 @@ SHELL_VARIABLES = frozenset(
 _PULLED_HOME = "BGREMOVE_TESTS_REAL_MODEL_HOME"  # passes REAL_MODEL_HOME to pytest-xdist's workers
 
 # Gradio and gradio_client phone home (version check, telemetry) from every Blocks and Client a test builds without
-# analytics_enabled=False: traffic beyond loopback, and a thread and a TLS context each time. Set here, before any
-# conftest imports Gradio (huggingface_hub reads its variable at import).
-os.environ.update(GRADIO_ANALYTICS_ENABLED="False", HF_HUB_DISABLE_TELEMETRY="1")
+# analytics_enabled=False: traffic beyond loopback, and a thread and a TLS context each time. Importing bgremove
+# only defaults these off; tests force them, whatever the shell says, before any conftest imports Gradio
+# (huggingface_hub reads its variable at import).
+os.environ.update(TELEMETRY_OFF)
 
 
 def pulled_model_home() -> Path:

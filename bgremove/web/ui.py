@@ -35,7 +35,7 @@ from bgremove.web.admission import Admission
 from bgremove.web.keys import matching_key
 from bgremove.web.ui_api import add_api_endpoints
 from bgremove.web.ui_controls import SWATCHES, ControlContext, ControlSet, payload_path
-from bgremove.web.ui_files import remove_work_files, start_sweeper, sweep_expired
+from bgremove.web.ui_files import Expired, remove_work_files, start_sweeper, sweep_expired
 from bgremove.web.ui_handlers import TABLE_HEADERS, BatchView, SingleView, UiHandlers, failure, shielded
 from bgremove.web.ui_models import footer, model_choices, model_details, model_info
 from bgremove.web.ui_touchup import editor_background, read_hints, strokes_to_hints, touchup_panel
@@ -265,8 +265,8 @@ def build_ui(
                         return
                     try:
                         marks = read_hints(hints, settings.result_ttl_seconds)
-                    except BgRemoveError as exc:
-                        yield show_single(SingleView(status=failure(exc)))
+                    except Expired as exc:
+                        yield show_single(SingleView.failed(exc, on_arrival=False))
                         return
                     for view in handlers.single_steps(single, upload, values, hints=marks):
                         yield show_single(view)
